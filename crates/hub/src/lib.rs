@@ -1,0 +1,2 @@
+//! The hub service: registry, datasets, artifacts, jobs and workers, tracking,
+//! serving, UI. Talks to models only through the `engine` crate.

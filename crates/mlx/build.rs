@@ -1,0 +1,226 @@
+//! Finds libmlx (the official wheels), compiles our C++ shim against it, and links
+//! OpenBLAS ahead of libmlx so its `cblas_*` symbols win over the wheel's reference BLAS.
+//!
+//! Where MLX comes from, in order:
+//! 1. `MLX_DIR`: a folder holding `include/` and `lib/`;
+//! 2. an importable Python `mlx` (`python3 -m mlx --cmake-dir`), if it matches the pin;
+//! 3. the pinned wheels installed with `python3 -m pip install --target <cache>`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The one place the MLX version is pinned.
+const MLX_VERSION: &str = "0.32.4";
+
+fn main() {
+    for var in [
+        "MLX_DIR",
+        "MLX_HUB_CACHE_DIR",
+        "MLX_HUB_NO_OPENBLAS",
+        "OPENBLAS_LIB_DIR",
+        "PYTHON",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo:rerun-if-changed=csrc");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let (root, source) = match find_mlx() {
+        Ok(found) => found,
+        Err(why) => {
+            eprintln!("\nerror: could not find or install MLX {MLX_VERSION}.\n{why}\n");
+            eprintln!("Fix one of:");
+            eprintln!("  * set MLX_DIR to a folder with include/mlx/mlx.h and lib/libmlx.*");
+            eprintln!("  * make `python3 -m pip` work (Python 3.10+ with pip), so the build can");
+            eprintln!(
+                "    install the official wheels itself (`mlx[cpu]=={MLX_VERSION}` on Linux)"
+            );
+            eprintln!(
+                "  * install them yourself: python3 -m pip install 'mlx[cpu]=={MLX_VERSION}'"
+            );
+            std::process::exit(1);
+        }
+    };
+    let include = root.join("include");
+    let lib = root.join("lib");
+
+    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let openblas = if target_os == "linux" && env::var_os("MLX_HUB_NO_OPENBLAS").is_none() {
+        find_openblas()
+    } else {
+        None
+    };
+
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .file("csrc/shim.cpp")
+        .include(&include)
+        .include("csrc")
+        .warnings(false)
+        .opt_level(2)
+        .define("MLX_HUB_MLX_PIN", format!("\"{MLX_VERSION}\"").as_str());
+    if openblas.is_some() {
+        build.define("MLX_HUB_OPENBLAS", "1");
+    }
+    build.compile("mlxshim");
+
+    // Order matters: OpenBLAS must come before libmlx in the link line (and so in the
+    // binary's DT_NEEDED list) for the dynamic loader to bind libmlx's cblas_* to it.
+    match &openblas {
+        Some(dir) => {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+            println!("cargo:rustc-link-lib=dylib=openblas");
+            println!("cargo:rustc-cfg=mlx_openblas");
+        }
+        None if target_os == "linux" => {
+            if env::var_os("MLX_HUB_NO_OPENBLAS").is_none() {
+                println!(
+                    "cargo:warning=OpenBLAS not found: MLX will use the wheel's reference BLAS, \
+                     about 20x slower on CPU matmul. Install it (Debian: apt-get install \
+                     libopenblas-dev) and rebuild."
+                );
+            }
+        }
+        None => {}
+    }
+    println!("cargo::rustc-check-cfg=cfg(mlx_openblas)");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-lib=dylib=mlx");
+    if target_os == "linux" {
+        // dlsym/dladdr, to report at run time which BLAS the loader bound.
+        println!("cargo:rustc-link-lib=dylib=dl");
+    }
+    // rpath for this crate's own tests and examples; dependents read DEP_MLX_LIB_DIR.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:lib_dir={}", lib.display());
+    println!("cargo:rustc-env=MLX_HUB_MLX_LIB_DIR={}", lib.display());
+    println!("cargo:rustc-env=MLX_HUB_MLX_SOURCE={source}");
+    println!("cargo:rustc-env=MLX_HUB_MLX_PIN={MLX_VERSION}");
+}
+
+fn has_mlx(root: &Path) -> bool {
+    let lib = root.join("lib");
+    root.join("include/mlx/mlx.h").is_file()
+        && (lib.join("libmlx.so").is_file() || lib.join("libmlx.dylib").is_file())
+}
+
+fn python() -> String {
+    env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+fn find_mlx() -> Result<(PathBuf, String), String> {
+    let mut notes = Vec::new();
+    if let Some(dir) = env::var_os("MLX_DIR") {
+        let dir = PathBuf::from(dir);
+        if has_mlx(&dir) {
+            return Ok((dir, "MLX_DIR".into()));
+        }
+        return Err(format!(
+            "MLX_DIR={} has no include/mlx/mlx.h and lib/libmlx.*",
+            dir.display()
+        ));
+    }
+
+    // An importable Python mlx of the pinned version.
+    match Command::new(python())
+        .args([
+            "-c",
+            "import mlx.core, pathlib, mlx; print(mlx.core.__version__); \
+             print(pathlib.Path(mlx.__file__).parent)",
+        ])
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let version = lines.next().unwrap_or_default().trim().to_string();
+            let dir = PathBuf::from(lines.next().unwrap_or_default().trim());
+            if version == MLX_VERSION && has_mlx(&dir) {
+                let note = format!("python ({})", dir.display());
+                return Ok((dir, note));
+            }
+            notes.push(format!(
+                "python mlx {version} at {} skipped (pinned {MLX_VERSION}, or no libmlx)",
+                dir.display()
+            ));
+        }
+        _ => notes.push("no importable python mlx".into()),
+    }
+
+    // The pinned wheels, installed once into a cache shared by every checkout.
+    let cache = cache_dir().join(format!("mlx-{MLX_VERSION}"));
+    let root = cache.join("mlx");
+    if has_mlx(&root) {
+        return Ok((root, format!("wheel cache ({})", cache.display())));
+    }
+    let spec = if cfg!(target_os = "macos") {
+        format!("mlx=={MLX_VERSION}")
+    } else {
+        format!("mlx[cpu]=={MLX_VERSION}")
+    };
+    let staging = cache.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    println!("cargo:warning=installing {spec} into {}", cache.display());
+    let status = Command::new(python())
+        .args(["-m", "pip", "install", "--quiet", "--no-input", "--target"])
+        .arg(&staging)
+        .arg(&spec)
+        .status();
+    match status {
+        Ok(s) if s.success() && has_mlx(&staging.join("mlx")) => {
+            // Publish atomically so a concurrent build never sees half an install.
+            match std::fs::rename(&staging, &cache) {
+                Ok(()) => {}
+                Err(_) if has_mlx(&root) => {
+                    let _ = std::fs::remove_dir_all(&staging);
+                }
+                Err(e) => return Err(format!("could not move the wheel into the cache: {e}")),
+            }
+            Ok((root, format!("wheel cache ({})", cache.display())))
+        }
+        Ok(s) => Err(format!(
+            "{}\n`{} -m pip install --target {} {spec}` failed ({s})",
+            notes.join("\n"),
+            python(),
+            staging.display()
+        )),
+        Err(e) => Err(format!(
+            "{}\ncould not run {}: {e}",
+            notes.join("\n"),
+            python()
+        )),
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = env::var_os("MLX_HUB_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("mlx-hub");
+    }
+    if let Some(home) = env::var_os("HOME") {
+        return PathBuf::from(home).join(".cache/mlx-hub");
+    }
+    PathBuf::from(env::var("OUT_DIR").unwrap()).join("mlx-cache")
+}
+
+fn find_openblas() -> Option<PathBuf> {
+    if let Some(dir) = env::var_os("OPENBLAS_LIB_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let candidates = [
+        format!("/usr/lib/{arch}-linux-gnu"),
+        "/usr/lib64".to_string(),
+        "/usr/lib".to_string(),
+        "/usr/local/lib".to_string(),
+    ];
+    candidates
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|dir| dir.join("libopenblas.so").exists())
+}

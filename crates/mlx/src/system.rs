@@ -1,0 +1,199 @@
+//! Devices, memory statistics and what this build of MLX is.
+
+use std::ffi::CStr;
+
+use crate::error::{Result, check};
+use crate::ffi;
+
+/// Where MLX runs operations by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
+impl Device {
+    fn code(self) -> i32 {
+        match self {
+            Device::Cpu => 0,
+            Device::Gpu => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+        }
+    }
+
+    /// Whether this build of MLX can run on the device here (Metal or CUDA for GPU).
+    pub fn is_available(self) -> bool {
+        unsafe { ffi::mlxs_device_available(self.code()) != 0 }
+    }
+}
+
+pub fn default_device() -> Device {
+    if unsafe { ffi::mlxs_default_device() } == 1 {
+        Device::Gpu
+    } else {
+        Device::Cpu
+    }
+}
+
+/// Sets the default device for operations created after the call.
+pub fn set_default_device(device: Device) -> Result<()> {
+    check(unsafe { ffi::mlxs_set_default_device(device.code()) })
+}
+
+/// MLX's memory figures, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Memory held by live arrays.
+    pub active: usize,
+    /// The most `active` has been since start or the last `reset_peak_memory`.
+    pub peak: usize,
+    /// Freed buffers kept for reuse.
+    pub cache: usize,
+    /// The limit MLX tries to stay under when evaluating graphs.
+    pub limit: usize,
+}
+
+pub fn memory_stats() -> MemoryStats {
+    unsafe {
+        MemoryStats {
+            active: ffi::mlxs_active_memory(),
+            peak: ffi::mlxs_peak_memory(),
+            cache: ffi::mlxs_cache_memory(),
+            limit: ffi::mlxs_memory_limit(),
+        }
+    }
+}
+
+pub fn reset_peak_memory() {
+    unsafe { ffi::mlxs_reset_peak_memory() }
+}
+
+/// Sets the memory limit; returns the previous one.
+pub fn set_memory_limit(bytes: usize) -> usize {
+    unsafe { ffi::mlxs_set_memory_limit(bytes) }
+}
+
+/// Sets how much freed memory MLX keeps cached (0 disables the cache); returns the
+/// previous limit.
+pub fn set_cache_limit(bytes: usize) -> usize {
+    unsafe { ffi::mlxs_set_cache_limit(bytes) }
+}
+
+/// Returns cached buffers to the system.
+pub fn clear_cache() {
+    unsafe { ffi::mlxs_clear_cache() }
+}
+
+/// The version of libmlx this process runs on (e.g. `0.32.4`).
+pub fn version() -> String {
+    unsafe { CStr::from_ptr(ffi::mlxs_version()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The version this crate was built against (the pin in `build.rs`).
+pub const PINNED_VERSION: &str = env!("MLX_HUB_MLX_PIN");
+
+/// The folder libmlx was linked from at build time.
+pub const LIB_DIR: &str = env!("MLX_HUB_MLX_LIB_DIR");
+
+/// How the build found MLX (`MLX_DIR`, python, or the wheel cache).
+pub const SOURCE: &str = env!("MLX_HUB_MLX_SOURCE");
+
+/// Which BLAS MLX's CPU matmuls call, found at run time from the library the
+/// dynamic loader bound `cblas_sgemm` to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlasInfo {
+    /// `openblas`, `accelerate`, `reference` (the MLX wheel's own) or `other`.
+    pub kind: &'static str,
+    /// The shared library providing `cblas_sgemm`.
+    pub library: String,
+    /// OpenBLAS's build configuration, when OpenBLAS was linked in.
+    pub detail: String,
+    pub threads: i32,
+}
+
+pub fn blas() -> BlasInfo {
+    let library = unsafe { CStr::from_ptr(ffi::mlxs_blas_library()) }
+        .to_string_lossy()
+        .into_owned();
+    let detail = unsafe { CStr::from_ptr(ffi::mlxs_blas_name()) }
+        .to_string_lossy()
+        .trim()
+        .to_string();
+    let file = library
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    let kind = if file.contains("openblas") {
+        "openblas"
+    } else if library.contains("Accelerate") || library.contains("vecLib") {
+        "accelerate"
+    } else if library.contains("mlx_cpu.libs") || file.starts_with("libblas") {
+        "reference"
+    } else if cfg!(target_os = "macos") && library.is_empty() {
+        "accelerate"
+    } else {
+        "other"
+    };
+    let threads = if kind == "openblas" {
+        unsafe { ffi::mlxs_blas_threads() }
+    } else {
+        1
+    };
+    BlasInfo {
+        kind,
+        library,
+        detail,
+        threads,
+    }
+}
+
+/// Whether OpenBLAS was linked ahead of libmlx at build time.
+pub const OPENBLAS_LINKED: bool = cfg!(mlx_openblas);
+
+/// Sets the number of OpenBLAS threads (no effect with other BLAS libraries).
+pub fn set_blas_threads(n: i32) {
+    unsafe { ffi::mlxs_blas_set_threads(n) }
+}
+
+/// The MLX wheel's own reference BLAS (Linux wheels ship it beside libmlx), used to
+/// measure what linking OpenBLAS gains.
+pub fn reference_blas_library() -> Option<std::path::PathBuf> {
+    let libs = std::path::Path::new(LIB_DIR).join("../../mlx_cpu.libs");
+    std::fs::read_dir(libs)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libblas") && n.contains(".so"))
+        })
+}
+
+/// Measures `n × n` float32 matmul throughput on the default device, in GFLOP/s
+/// (best of `repeats` timed runs after one warm-up).
+pub fn matmul_gflops(n: i32, repeats: usize) -> Result<f64> {
+    use crate::{Dtype, random};
+    let key = random::Key::new(0)?;
+    let (ka, kb) = key.split()?;
+    let a = random::normal(&[n, n], Dtype::Float32, 0.0, 1.0, Some(&ka))?;
+    let b = random::normal(&[n, n], Dtype::Float32, 0.0, 1.0, Some(&kb))?;
+    crate::eval([&a, &b])?;
+    a.matmul(&b)?.eval()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats.max(1) {
+        let start = std::time::Instant::now();
+        a.matmul(&b)?.eval()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (n as f64).powi(3) / best / 1e9)
+}

@@ -1,0 +1,209 @@
+//! Function transformations over Rust closures: `value_and_grad`, `vjp`, `compile`.
+//!
+//! MLX calls our closures back from C++. A closure's `Err` or panic is parked in a
+//! thread-local, reported to MLX as a failure (MLX unwinds its own frames and our
+//! shim catches it), and then returned (or resumed, for a panic) on the Rust side.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::{CString, c_int, c_void};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+use crate::array::{RawVec, read_vec};
+use crate::error::{Error, Result, check};
+use crate::{Array, ffi};
+
+enum Pending {
+    Error(Error),
+    Panic(Box<dyn Any + Send>),
+}
+
+thread_local! {
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
+
+/// The error a closure raised during the last FFI call on this thread, if any.
+/// A panic in a closure is resumed here, on the Rust side of the boundary.
+pub(crate) fn take_pending() -> Option<Error> {
+    match PENDING.with(|p| p.borrow_mut().take()) {
+        None => None,
+        Some(Pending::Error(e)) => Some(e),
+        Some(Pending::Panic(payload)) => resume_unwind(payload),
+    }
+}
+
+unsafe extern "C" fn trampoline<F>(
+    ctx: *mut c_void,
+    inputs: *const ffi::mlxs_vec,
+    outputs: *mut ffi::mlxs_vec,
+) -> c_int
+where
+    F: FnMut(&[Array]) -> Result<Vec<Array>>,
+{
+    // SAFETY: ctx is the `&mut F` passed by the caller, alive for the whole FFI call.
+    let f = unsafe { &mut *(ctx as *mut F) };
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let inputs = read_vec(inputs)?;
+        f(&inputs)
+    }));
+    let message = match result {
+        Ok(Ok(outs)) => {
+            for a in &outs {
+                unsafe { ffi::mlxs_vec_push(outputs, a.as_ptr()) };
+            }
+            return 0;
+        }
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            PENDING.with(|p| *p.borrow_mut() = Some(Pending::Error(e)));
+            msg
+        }
+        Err(payload) => {
+            PENDING.with(|p| *p.borrow_mut() = Some(Pending::Panic(payload)));
+            "a Rust closure panicked inside an MLX transform".to_string()
+        }
+    };
+    let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    unsafe { ffi::mlxs_set_error(c.as_ptr()) };
+    1
+}
+
+/// Values of `f(inputs)` and the gradients of its first output (a scalar) with
+/// respect to the inputs at positions `argnums`.
+pub fn value_and_grad_vec<F>(
+    mut f: F,
+    inputs: &[Array],
+    argnums: &[i32],
+) -> Result<(Vec<Array>, Vec<Array>)>
+where
+    F: FnMut(&[Array]) -> Result<Vec<Array>>,
+{
+    if let Some(bad) = argnums
+        .iter()
+        .find(|&&i| i < 0 || i as usize >= inputs.len())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "argnum {bad} is out of range for {} inputs",
+            inputs.len()
+        )));
+    }
+    let ins = RawVec::from_arrays(inputs);
+    let values = RawVec::new();
+    let grads = RawVec::new();
+    check(unsafe {
+        ffi::mlxs_value_and_grad(
+            trampoline::<F>,
+            (&mut f as *mut F).cast(),
+            ins.0,
+            argnums.as_ptr(),
+            argnums.len(),
+            values.0,
+            grads.0,
+        )
+    })?;
+    Ok((values.to_arrays()?, grads.to_arrays()?))
+}
+
+/// A model's trainable parameters by name (e.g. `layers.0.self_attn.q_proj.weight`).
+pub type Params = BTreeMap<String, Array>;
+
+/// Values of `f(params, args)` and the gradient of its first output (a scalar loss)
+/// with respect to every parameter, by name. `args` (inputs, targets, masks) are
+/// held constant.
+pub fn value_and_grad<F>(mut f: F, params: &Params, args: &[Array]) -> Result<(Vec<Array>, Params)>
+where
+    F: FnMut(&Params, &[Array]) -> Result<Vec<Array>>,
+{
+    let names: Vec<&String> = params.keys().collect();
+    let n = names.len();
+    let mut inputs: Vec<Array> = params.values().cloned().collect();
+    inputs.extend(args.iter().cloned());
+    let argnums: Vec<i32> = (0..n as i32).collect();
+    let (values, grads) = value_and_grad_vec(
+        |xs: &[Array]| {
+            let p: Params = names
+                .iter()
+                .zip(&xs[..n])
+                .map(|(k, v)| ((*k).clone(), v.clone()))
+                .collect();
+            f(&p, &xs[n..])
+        },
+        &inputs,
+        &argnums,
+    )?;
+    let grads = names.into_iter().cloned().zip(grads).collect();
+    Ok((values, grads))
+}
+
+/// Vector-Jacobian product: outputs of `f(primals)` and `cotangentsᵀ · ∂f/∂primals`.
+pub fn vjp<F>(mut f: F, primals: &[Array], cotangents: &[Array]) -> Result<(Vec<Array>, Vec<Array>)>
+where
+    F: FnMut(&[Array]) -> Result<Vec<Array>>,
+{
+    let p = RawVec::from_arrays(primals);
+    let c = RawVec::from_arrays(cotangents);
+    let outs = RawVec::new();
+    let vjps = RawVec::new();
+    check(unsafe {
+        ffi::mlxs_vjp(
+            trampoline::<F>,
+            (&mut f as *mut F).cast(),
+            p.0,
+            c.0,
+            outs.0,
+            vjps.0,
+        )
+    })?;
+    Ok((outs.to_arrays()?, vjps.to_arrays()?))
+}
+
+/// A function compiled by MLX: traced once per input shape (or once for all shapes
+/// when `shapeless`), then replayed as one fused graph.
+///
+/// The closure runs only while tracing, on placeholder arrays: it must not read
+/// values (no `to_vec`, `item` or `eval` inside). MLX's compile cache is per thread,
+/// so a `Compiled` stays on the thread that made it (it is not `Send`).
+pub struct Compiled<F> {
+    raw: *mut ffi::mlxs_compiled,
+    // Boxed so its address, handed to C++, stays put; dropped after `raw`.
+    _f: Box<F>,
+}
+
+/// Compiles `f`. See [`Compiled`].
+pub fn compile<F>(f: F, shapeless: bool) -> Result<Compiled<F>>
+where
+    F: FnMut(&[Array]) -> Result<Vec<Array>>,
+{
+    let mut f = Box::new(f);
+    let ctx: *mut F = &mut *f;
+    let raw = unsafe { ffi::mlxs_compile(trampoline::<F>, ctx.cast(), shapeless as c_int) };
+    if raw.is_null() {
+        return Err(Error::last());
+    }
+    Ok(Compiled { raw, _f: f })
+}
+
+impl<F> Compiled<F>
+where
+    F: FnMut(&[Array]) -> Result<Vec<Array>>,
+{
+    pub fn call(&mut self, inputs: &[Array]) -> Result<Vec<Array>> {
+        // `&mut self` guarantees the closure is not re-entered while MLX traces it.
+        let ins = RawVec::from_arrays(inputs);
+        let outs = RawVec::new();
+        check(unsafe { ffi::mlxs_compiled_call(self.raw, ins.0, outs.0) })?;
+        outs.to_arrays()
+    }
+}
+
+impl<F> Drop for Compiled<F> {
+    fn drop(&mut self) {
+        unsafe { ffi::mlxs_compiled_free(self.raw) }
+    }
+}
+
+/// Turns compilation on or off process-wide (off: compiled functions run eagerly).
+pub fn set_compile_enabled(enabled: bool) {
+    unsafe { ffi::mlxs_set_compile_enabled(enabled as c_int) }
+}
