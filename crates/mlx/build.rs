@@ -75,14 +75,12 @@ fn main() {
             println!("cargo:rustc-link-lib=dylib=openblas");
             println!("cargo:rustc-cfg=mlx_openblas");
         }
-        None if target_os == "linux" => {
-            if env::var_os("MLX_HUB_NO_OPENBLAS").is_none() {
-                println!(
-                    "cargo:warning=OpenBLAS not found: MLX will use the wheel's reference BLAS, \
-                     about 20x slower on CPU matmul. Install it (Debian: apt-get install \
-                     libopenblas-dev) and rebuild."
-                );
-            }
+        None if target_os == "linux" && env::var_os("MLX_HUB_NO_OPENBLAS").is_none() => {
+            println!(
+                "cargo:warning=OpenBLAS not found: MLX will use the wheel's reference BLAS, \
+                 about 20x slower on CPU matmul. Install it (Debian: apt-get install \
+                 libopenblas-dev) and rebuild."
+            );
         }
         None => {}
     }

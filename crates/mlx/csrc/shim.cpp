@@ -267,7 +267,17 @@ mlxs_array* mlxs_array_from_data(
 }
 
 mlxs_array* mlxs_array_scalar(double value, int dtype) {
-  return wrap([&] { return mx::astype(array(value, mx::float64 == to_dtype(dtype) ? mx::float64 : mx::float32), to_dtype(dtype)); });
+  return wrap([&] {
+    auto dt = to_dtype(dtype);
+    if (dt == mx::float64) {
+      return array(value, mx::float64);
+    }
+    if (mx::issubdtype(dt, mx::integer) || dt == mx::bool_) {
+      // Through int64 so large integers stay exact.
+      return mx::astype(array(static_cast<int64_t>(value), mx::int64), dt);
+    }
+    return mx::astype(array(static_cast<float>(value)), dt);
+  });
 }
 
 mlxs_array* mlxs_array_clone(const mlxs_array* a) {

@@ -8,16 +8,16 @@ use crate::{Dtype, Element};
 
 /// An MLX array: a reference-counted handle to a lazily evaluated tensor.
 ///
-/// Cloning is cheap (it shares the graph node). Arrays are `Send`: an array can be
-/// moved to and used on another thread. They are not `Sync`, because evaluating an
-/// array writes to it; share work between threads by sending arrays, not by sharing
-/// references.
+/// Cloning is cheap (it shares the graph node). Arrays are `Send` but not `Sync`;
+/// evaluate an array before sending it to another thread (see the crate docs on
+/// threads: graphs run on the streams of the thread that built them).
 pub struct Array {
     raw: NonNull<ffi::mlxs_array>,
 }
 
 // SAFETY: an mlx::core::array is a shared_ptr to its description; moving the handle
-// between threads is sound (atomic refcount). Concurrent use of one array from two
+// between threads is sound (atomic refcount), and MLX reports an unevaluated graph
+// used on a foreign thread as an error. Concurrent use of one array from two
 // threads is prevented by Array not being Sync.
 unsafe impl Send for Array {}
 

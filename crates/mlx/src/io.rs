@@ -33,6 +33,7 @@ fn readable(path: &Path) -> Result<()> {
 }
 
 /// Tensors (by name) and the header's `__metadata__` of a safetensors file.
+#[derive(Debug)]
 pub struct Safetensors {
     pub tensors: BTreeMap<String, Array>,
     pub metadata: BTreeMap<String, String>,
@@ -136,6 +137,7 @@ pub enum GgufValue {
 
 /// Tensors and metadata of a GGUF file. Quantized tensors (Q4_0, Q4_1, Q8_0) come
 /// as MLX affine triples: `name.weight` (packed), `name.scales`, `name.biases`.
+#[derive(Debug)]
 pub struct Gguf {
     pub tensors: BTreeMap<String, Array>,
     pub metadata: BTreeMap<String, GgufValue>,

@@ -11,14 +11,16 @@
 //! [`eval`], or when values are read ([`Array::to_vec`], [`Array::item`]).
 //!
 //! # Threads
-//! What this crate promises, and tests:
-//! - [`Array`] is `Send`, not `Sync`: an array can move to another thread and be
-//!   used there; two threads must not use the same array at the same time (clone
-//!   the handle, which is cheap, and send the clone — a clone shares the graph node,
-//!   so evaluating it from two threads at once is still not allowed).
-//! - Independent graphs can be built and evaluated concurrently from several
-//!   threads (MLX runs each thread's work on its default stream).
-//! - [`Compiled`] functions are tied to the thread that compiled them (MLX keeps the
+//! MLX (0.32) gives each thread its own streams: the graph an operation records
+//! runs on the stream of the thread that recorded it. What this crate promises, and
+//! tests:
+//! - Independent graphs can be built and evaluated concurrently on several threads.
+//! - [`Array`] is `Send`, not `Sync`. An *evaluated* array is plain data: send it to
+//!   another thread and use it there as an input. An *unevaluated* array must be
+//!   evaluated on the thread that built it; evaluating it elsewhere returns an
+//!   [`Error`] ("no stream in current thread"), never a crash. So: build and run a
+//!   model's graphs on one thread (the engine gives each loaded model its own).
+//! - [`Compiled`] functions stay on the thread that compiled them (MLX keeps the
 //!   compile cache per thread), so they are not `Send`.
 //! - Closures given to [`value_and_grad`] or [`compile`] run on the calling thread.
 
