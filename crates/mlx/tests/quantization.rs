@@ -43,7 +43,7 @@ fn quantize_dequantize_error_within_one_step() {
                 .all(Axes::All, false)
                 .unwrap();
             let ratio = err
-                .div(&q.scales.abs().unwrap().expand_dims(&[-1]).unwrap())
+                .div(q.scales.abs().unwrap().expand_dims(&[-1]).unwrap())
                 .unwrap()
                 .max(Axes::All, false)
                 .unwrap()

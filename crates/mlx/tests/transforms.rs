@@ -78,10 +78,10 @@ fn value_and_grad_vec_and_vjp() {
     assert_eq!(vals(&v[0]), vec![4.0 + 20.0 + 54.0]);
     assert_eq!(vals(&g[0]), vec![8.0, 20.0, 36.0]);
     assert_eq!(vals(&g[1]), vec![1.0, 4.0, 9.0]);
-    assert!(mlx::value_and_grad_vec(f, &[x.clone()], &[3]).is_err());
+    assert!(mlx::value_and_grad_vec(f, std::slice::from_ref(&x), &[3]).is_err());
     let (out, vj) = mlx::vjp(
         |a: &[Array]| Ok(vec![a[0].exp()?]),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[arr(&[1.0, 0.0, 2.0], &[3])],
     )
     .unwrap();
@@ -94,13 +94,13 @@ fn closure_errors_and_panics_come_back_to_rust() {
     let x = arr(&[1.0, 2.0], &[2]);
     // An MLX error inside the closure arrives as Err with MLX's message.
     let bad = |a: &[Array]| Ok(vec![a[0].matmul(&arr(&[1.0, 2.0, 3.0], &[3]))?]);
-    let err = mlx::value_and_grad_vec(bad, &[x.clone()], &[0]).unwrap_err();
+    let err = mlx::value_and_grad_vec(bad, std::slice::from_ref(&x), &[0]).unwrap_err();
     assert!(err.to_string().contains("matmul"), "{err}");
     // A Rust error is returned as it was raised.
     let custom = |_: &[Array]| -> mlx::Result<Vec<Array>> {
         Err(mlx::Error::InvalidArgument("no labels".into()))
     };
-    let err = mlx::value_and_grad_vec(custom, &[x.clone()], &[0]).unwrap_err();
+    let err = mlx::value_and_grad_vec(custom, std::slice::from_ref(&x), &[0]).unwrap_err();
     assert!(
         matches!(err, mlx::Error::InvalidArgument(ref m) if m == "no labels"),
         "{err}"
@@ -109,7 +109,7 @@ fn closure_errors_and_panics_come_back_to_rust() {
     let caught = std::panic::catch_unwind(|| {
         let _ = mlx::value_and_grad_vec(
             |_: &[Array]| -> mlx::Result<Vec<Array>> { panic!("boom") },
-            &[x.clone()],
+            std::slice::from_ref(&x),
             &[0],
         );
     });
