@@ -94,6 +94,7 @@ fn main() {
     // rpath for this crate's own tests and examples; dependents read DEP_MLX_LIB_DIR.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:lib_dir={}", lib.display());
+    println!("cargo:pin={MLX_VERSION}");
     println!("cargo:rustc-env=MLX_HUB_MLX_LIB_DIR={}", lib.display());
     println!("cargo:rustc-env=MLX_HUB_MLX_SOURCE={source}");
     println!("cargo:rustc-env=MLX_HUB_MLX_PIN={MLX_VERSION}");
