@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine, from the package
+# registries only, then prepares the cached test data. Idempotent; run as root
+# (or with sudo available). CI runs it from .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+# System packages: OpenBLAS (linked ahead of libmlx), PostgreSQL client tools.
+need_apt=()
+for pkg in libopenblas-dev postgresql-client; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Python: MLX wheels (the same libmlx the mlx crate links) and mlx-lm, the reference.
+python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+
+# The real model for tests (SmolLM2-135M-Instruct Q4_1 GGUF), checked and cached.
+scripts/fetch-smollm2.sh >/dev/null
+
+# Reference fixtures made by mlx-lm (small random models and their greedy tokens).
+python3 scripts/parity/make_fixtures.py target/parity-fixtures >/dev/null
+
+echo "test dependencies ready"
