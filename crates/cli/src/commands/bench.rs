@@ -56,7 +56,10 @@ fn stock_run(args: &Args) -> anyhow::Result<Option<(String, Vec<f64>)>> {
         .output()
         .context("running the stock-BLAS measurement")?;
     if !out.status.success() {
-        bail!("stock-BLAS run failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "stock-BLAS run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut parts = text.split_whitespace();
@@ -102,19 +105,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("MLX {} | linked BLAS: {} ({})", mlx::system::version(), blas.kind, blas.library);
-    println!("{:>6} {:>15} {:>14} {:>7}", "n", "linked GFLOP/s", "stock GFLOP/s", "ratio");
+    println!(
+        "MLX {} | linked BLAS: {} ({})",
+        mlx::system::version(),
+        blas.kind,
+        blas.library
+    );
+    println!(
+        "{:>6} {:>15} {:>14} {:>7}",
+        "n", "linked GFLOP/s", "stock GFLOP/s", "ratio"
+    );
     for r in &rows {
         match (r.stock_gflops, r.ratio) {
             (Some(s), Some(ratio)) => {
-                println!("{:>6} {:>15.1} {:>14.1} {:>6.1}x", r.n, r.linked_gflops, s, ratio)
+                println!(
+                    "{:>6} {:>15.1} {:>14.1} {:>6.1}x",
+                    r.n, r.linked_gflops, s, ratio
+                )
             }
-            _ => println!("{:>6} {:>15.1} {:>14} {:>7}", r.n, r.linked_gflops, "n/a", "n/a"),
+            _ => println!(
+                "{:>6} {:>15.1} {:>14} {:>7}",
+                r.n, r.linked_gflops, "n/a", "n/a"
+            ),
         }
     }
     match &stock {
         Some((kind, _)) => println!("stock run: {kind} BLAS (the MLX wheel's, preloaded)"),
-        None => println!("the MLX wheel's reference BLAS was not found beside libmlx: no comparison"),
+        None => {
+            println!("the MLX wheel's reference BLAS was not found beside libmlx: no comparison")
+        }
     }
     Ok(())
 }

@@ -84,8 +84,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("mlx-hub        {} (commit {})", r.hub_version, r.hub_commit);
     println!("MLX            {} (pinned {})", r.mlx_version, r.mlx_pinned);
-    println!("  library      {} (found via {})", r.mlx_library, r.mlx_found_via);
-    println!("  device       {} (GPU available: {})", r.default_device, r.gpu_available);
+    println!(
+        "  library      {} (found via {})",
+        r.mlx_library, r.mlx_found_via
+    );
+    println!(
+        "  device       {} (GPU available: {})",
+        r.default_device, r.gpu_available
+    );
     println!("BLAS           {} ({})", r.blas, r.blas_library);
     if !r.blas_detail.is_empty() {
         println!("  build        {}", r.blas_detail);
