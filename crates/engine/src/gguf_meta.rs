@@ -928,10 +928,10 @@ pub fn tokenizer_config_from_gguf(m: &GgufMetadata) -> Result<Value, GgufError> 
         c.insert("chat_template".into(), Value::Array(list));
     }
     c.insert("clean_up_tokenization_spaces".into(), json!(false));
-    if let Some(arch) = opt_str(m, "general.architecture")? {
-        if let Some(ctx) = opt_uint(m, &format!("{arch}.context_length"))? {
-            c.insert("model_max_length".into(), json!(ctx));
-        }
+    if let Some(arch) = opt_str(m, "general.architecture")?
+        && let Some(ctx) = opt_uint(m, &format!("{arch}.context_length"))?
+    {
+        c.insert("model_max_length".into(), json!(ctx));
     }
     c.insert("tokenizer_class".into(), json!("PreTrainedTokenizerFast"));
     Ok(Value::Object(c))

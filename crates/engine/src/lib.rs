@@ -3,5 +3,9 @@
 //! nothing of databases or HTTP.
 
 pub mod config;
+pub mod generate;
 pub mod gguf_meta;
+pub mod models;
+pub mod nn;
 pub mod tokenizer;
+pub mod weights;

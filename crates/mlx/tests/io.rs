@@ -163,7 +163,7 @@ impl GgufWriter {
     }
     /// `shape` in row-major order; GGUF stores dimensions fastest-first.
     fn tensor(&mut self, name: &str, shape: &[u64], ggml_type: u32, bytes: &[u8]) {
-        while self.data.len() % 32 != 0 {
+        while !self.data.len().is_multiple_of(32) {
             self.data.push(0);
         }
         Self::string(&mut self.infos, name);
@@ -183,7 +183,7 @@ impl GgufWriter {
         out.extend(self.n_kv.to_le_bytes());
         out.extend(self.kv);
         out.extend(self.infos);
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
         out.extend(self.data);

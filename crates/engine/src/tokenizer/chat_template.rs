@@ -71,10 +71,10 @@ impl ChatTemplate {
             // `raise_exception` errors carry the template author's message.
             let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
             while let Some(err) = cur {
-                if let Some(me) = err.downcast_ref::<Error>() {
-                    if let Some(msg) = me.detail().and_then(|d| d.strip_prefix(RAISED)) {
-                        return TokenizerError::TemplateException(msg.to_string());
-                    }
+                if let Some(me) = err.downcast_ref::<Error>()
+                    && let Some(msg) = me.detail().and_then(|d| d.strip_prefix(RAISED))
+                {
+                    return TokenizerError::TemplateException(msg.to_string());
                 }
                 cur = err.source();
             }

@@ -1,0 +1,180 @@
+//! The one error type of the storage layer. The HTTP layer maps each variant to
+//! a status code (see the doc of each variant), so variants are precise.
+
+use std::path::PathBuf;
+
+/// Result alias for the storage layer.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Errors of the store (database) and of the artifact store (files).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No such record. HTTP 404.
+    #[error("{entity} {key} not found")]
+    NotFound { entity: &'static str, key: String },
+
+    /// A uniqueness rule was violated (name taken, alias taken, ...), or the
+    /// record is referenced and cannot be deleted. HTTP 409.
+    #[error("{entity} {key}: {message}")]
+    Conflict {
+        entity: &'static str,
+        key: String,
+        message: String,
+    },
+
+    /// The request itself is wrong: a field is missing, malformed or out of
+    /// range, or refers to something that does not exist. HTTP 422.
+    #[error("invalid {field}: {message}")]
+    InvalidInput {
+        field: &'static str,
+        message: String,
+    },
+
+    /// A state machine (job, model version, run) does not allow this move.
+    /// HTTP 409.
+    #[error("{entity} {key}: cannot go from {from} to {to}")]
+    IllegalTransition {
+        entity: &'static str,
+        key: String,
+        from: String,
+        to: String,
+    },
+
+    /// The record is immutable (a model version once `ready`). HTTP 409.
+    #[error("{entity} {key} is immutable")]
+    Immutable { entity: &'static str, key: String },
+
+    /// The caller does not hold the job's lease (it lapsed and was reaped, or
+    /// another worker holds it). The worker must stop working on the job.
+    /// HTTP 409.
+    #[error("job {job_id}: worker {worker_id} does not hold the lease")]
+    LeaseNotHeld { job_id: i64, worker_id: String },
+
+    /// A user-supplied path resolves outside the root it must stay in. HTTP 422
+    /// (or 403), never a 500.
+    #[error("path {path:?} is outside of {root:?}")]
+    PathEscapesRoot { path: PathBuf, root: PathBuf },
+
+    /// A file-system error on the given path. HTTP 500.
+    #[error("I/O error on {path:?}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Stored data could not be decoded (corrupt JSON in a column, unknown
+    /// enum value). HTTP 500.
+    #[error("corrupt stored data in {entity}.{field}: {message}")]
+    Corrupt {
+        entity: &'static str,
+        field: &'static str,
+        message: String,
+    },
+
+    /// Migrations could not be applied. HTTP 500.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// Any other database error (connection lost, timeout, ...). HTTP 500/503.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub(crate) fn not_found(entity: &'static str, key: impl ToString) -> Self {
+        StoreError::NotFound {
+            entity,
+            key: key.to_string(),
+        }
+    }
+
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        StoreError::InvalidInput {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A stable, machine-readable code for API error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::NotFound { .. } => "not_found",
+            StoreError::Conflict { .. } => "conflict",
+            StoreError::InvalidInput { .. } => "invalid_input",
+            StoreError::IllegalTransition { .. } => "illegal_transition",
+            StoreError::Immutable { .. } => "immutable",
+            StoreError::LeaseNotHeld { .. } => "lease_not_held",
+            StoreError::PathEscapesRoot { .. } => "path_escapes_root",
+            StoreError::Io { .. } => "io_error",
+            StoreError::Corrupt { .. } => "corrupt_data",
+            StoreError::Migrate(_) => "migration_failed",
+            StoreError::Database(_) => "database_error",
+        }
+    }
+
+    /// The HTTP status this error maps to.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            StoreError::NotFound { .. } => 404,
+            StoreError::Conflict { .. }
+            | StoreError::IllegalTransition { .. }
+            | StoreError::Immutable { .. }
+            | StoreError::LeaseNotHeld { .. } => 409,
+            StoreError::InvalidInput { .. } | StoreError::PathEscapesRoot { .. } => 422,
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => 503,
+            StoreError::Io { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Migrate(_)
+            | StoreError::Database(_) => 500,
+        }
+    }
+
+    /// True for [`StoreError::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// What kind of constraint a database error violated, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Violation {
+    Unique,
+    ForeignKey,
+    Check,
+    NotNull,
+    Immutable,
+    IllegalStatus,
+}
+
+/// Classifies a database error (works for SQLite and PostgreSQL through Any).
+pub(crate) fn violation(err: &sqlx::Error) -> Option<Violation> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    let msg = db.message();
+    if msg.contains("hub: model version is immutable") {
+        return Some(Violation::Immutable);
+    }
+    if msg.contains("hub: illegal model version status transition") {
+        return Some(Violation::IllegalStatus);
+    }
+    // SQLite reports ON DELETE RESTRICT failures as a trigger constraint
+    if msg.contains("FOREIGN KEY constraint failed") {
+        return Some(Violation::ForeignKey);
+    }
+    match db.kind() {
+        sqlx::error::ErrorKind::UniqueViolation => Some(Violation::Unique),
+        sqlx::error::ErrorKind::ForeignKeyViolation => Some(Violation::ForeignKey),
+        sqlx::error::ErrorKind::CheckViolation => Some(Violation::Check),
+        sqlx::error::ErrorKind::NotNullViolation => Some(Violation::NotNull),
+        _ => None,
+    }
+}
