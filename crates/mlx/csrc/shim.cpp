@@ -121,6 +121,23 @@ std::vector<array> to_vec(const mlxs_array* const* arrays, size_t n) {
   }
   return out;
 }
+std::unordered_map<std::string, array> to_map(const mlxs_strings* names, const mlxs_vec* arrays) {
+  std::unordered_map<std::string, array> out;
+  for (size_t i = 0; i < names->v.size(); ++i) {
+    out.insert_or_assign(names->v[i], arrays->v.at(i));
+  }
+  return out;
+}
+
+template <typename V>
+std::unordered_map<std::string, V> to_meta(const mlxs_strings* keys, const mlxs_strings* values) {
+  std::unordered_map<std::string, V> out;
+  for (size_t i = 0; i < keys->v.size(); ++i) {
+    out[keys->v[i]] = values->v.at(i);
+  }
+  return out;
+}
+
 mx::Device to_device(int kind) {
   return kind == 1 ? mx::Device(mx::Device::gpu) : mx::Device(mx::Device::cpu);
 }
@@ -938,15 +955,10 @@ int mlxs_save_safetensors(
     const mlxs_strings* meta_keys,
     const mlxs_strings* meta_values) {
   return wrap_status([&] {
-    std::unordered_map<std::string, array> tensors;
-    for (size_t i = 0; i < names->v.size(); ++i) {
-      tensors.insert_or_assign(names->v[i], arrays->v.at(i));
-    }
-    std::unordered_map<std::string, std::string> meta;
-    for (size_t i = 0; i < meta_keys->v.size(); ++i) {
-      meta[meta_keys->v[i]] = meta_values->v.at(i);
-    }
-    mx::save_safetensors(std::string(path), tensors, meta);
+    mx::save_safetensors(
+        std::string(path),
+        to_map(names, arrays),
+        to_meta<std::string>(meta_keys, meta_values));
   });
 }
 
@@ -1015,15 +1027,10 @@ int mlxs_save_gguf(
     const mlxs_strings* meta_keys,
     const mlxs_strings* meta_values) {
   return wrap_status([&] {
-    std::unordered_map<std::string, array> tensors;
-    for (size_t i = 0; i < names->v.size(); ++i) {
-      tensors.insert_or_assign(names->v[i], arrays->v.at(i));
-    }
-    std::unordered_map<std::string, mx::GGUFMetaData> meta;
-    for (size_t i = 0; i < meta_keys->v.size(); ++i) {
-      meta[meta_keys->v[i]] = meta_values->v.at(i);
-    }
-    mx::save_gguf(std::string(path), tensors, meta);
+    mx::save_gguf(
+        std::string(path),
+        to_map(names, arrays),
+        to_meta<mx::GGUFMetaData>(meta_keys, meta_values));
   });
 }
 

@@ -73,7 +73,31 @@ pub fn save_safetensors<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a Array)>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let path = path.as_ref();
+    save_with(
+        path.as_ref(),
+        "safetensors",
+        tensors,
+        metadata,
+        ffi::mlxs_save_safetensors,
+    )
+}
+
+type SaveFn = unsafe extern "C" fn(
+    *const std::ffi::c_char,
+    *const ffi::mlxs_strings,
+    *const ffi::mlxs_vec,
+    *const ffi::mlxs_strings,
+    *const ffi::mlxs_strings,
+) -> std::ffi::c_int;
+
+/// Packs tensors and metadata for the shim and writes them atomically with `save`.
+fn save_with<'a>(
+    path: &Path,
+    ext: &str,
+    tensors: impl IntoIterator<Item = (&'a str, &'a Array)>,
+    metadata: &BTreeMap<String, String>,
+    save: SaveFn,
+) -> Result<()> {
     let names = RawStrings::new();
     let arrays = RawVec::new();
     for (name, a) in tensors {
@@ -86,10 +110,9 @@ pub fn save_safetensors<'a>(
         keys.push(k);
         values.push(v);
     }
-    atomic_write(path, "safetensors", |tmp| {
+    atomic_write(path, ext, |tmp| {
         let c = c_path(tmp)?;
-        let status =
-            unsafe { ffi::mlxs_save_safetensors(c.as_ptr(), names.0, arrays.0, keys.0, values.0) };
+        let status = unsafe { save(c.as_ptr(), names.0, arrays.0, keys.0, values.0) };
         if status != 0 {
             return Err(file_error(path, Error::last().to_string()));
         }
@@ -213,26 +236,11 @@ pub fn save_gguf<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a Array)>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let path = path.as_ref();
-    let names = RawStrings::new();
-    let arrays = RawVec::new();
-    for (name, a) in tensors {
-        names.push(name);
-        arrays.push(a);
-    }
-    let keys = RawStrings::new();
-    let values = RawStrings::new();
-    for (k, v) in metadata {
-        keys.push(k);
-        values.push(v);
-    }
-    atomic_write(path, "gguf", |tmp| {
-        let c = c_path(tmp)?;
-        let status =
-            unsafe { ffi::mlxs_save_gguf(c.as_ptr(), names.0, arrays.0, keys.0, values.0) };
-        if status != 0 {
-            return Err(file_error(path, Error::last().to_string()));
-        }
-        Ok(())
-    })
+    save_with(
+        path.as_ref(),
+        "gguf",
+        tensors,
+        metadata,
+        ffi::mlxs_save_gguf,
+    )
 }
