@@ -3,6 +3,7 @@
 fn main() {
     if let Ok(dir) = std::env::var("DEP_MLX_LIB_DIR") {
         println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{dir}");
+        println!("cargo:rustc-link-arg-tests=-Wl,-rpath,{dir}");
     }
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])

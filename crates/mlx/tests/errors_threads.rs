@@ -115,3 +115,18 @@ fn system_information() {
     let gflops = mlx::system::matmul_gflops(128, 1).unwrap();
     assert!(gflops > 0.0);
 }
+
+#[test]
+fn async_eval_and_memory_limits() {
+    let a = arr(&[1.0, 2.0], &[2]).exp().unwrap();
+    let b = a.sum(Axes::All, false).unwrap();
+    mlx::async_eval([&a, &b]).unwrap();
+    assert_close(&vals(&b), &[1f32.exp() + 2f32.exp()], 1e-6);
+    let before = mlx::system::set_memory_limit(1 << 30);
+    assert_eq!(mlx::system::memory_stats().limit, 1 << 30);
+    mlx::system::set_memory_limit(before);
+    let cache_before = mlx::system::set_cache_limit(0);
+    mlx::system::clear_cache();
+    assert_eq!(mlx::system::memory_stats().cache, 0);
+    mlx::system::set_cache_limit(cache_before);
+}
