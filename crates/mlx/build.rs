@@ -123,20 +123,19 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
         ));
     }
 
-    // An importable Python mlx of the pinned version.
-    match Command::new(python())
-        .args([
-            "-c",
-            "import mlx.core, pathlib, mlx; print(mlx.core.__version__); \
-             print(pathlib.Path(mlx.__file__).parent)",
-        ])
-        .output()
-    {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            let mut lines = text.lines();
-            let version = lines.next().unwrap_or_default().trim().to_string();
-            let dir = PathBuf::from(lines.next().unwrap_or_default().trim());
+    // An importable Python mlx of the pinned version: `python3 -m mlx --cmake-dir`
+    // prints the package folder, which holds include/ and lib/.
+    let py = |arg: &str| {
+        Command::new(python())
+            .args(["-m", "mlx", arg])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match (py("--cmake-dir"), py("--version")) {
+        (Some(dir), Some(version)) => {
+            let dir = PathBuf::from(dir);
             if version == MLX_VERSION && has_mlx(&dir) {
                 let note = format!("python ({})", dir.display());
                 return Ok((dir, note));
@@ -146,7 +145,7 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
                 dir.display()
             ));
         }
-        _ => notes.push("no importable python mlx".into()),
+        _ => notes.push("no importable python mlx (`python3 -m mlx --cmake-dir` failed)".into()),
     }
 
     // The pinned wheels, installed once into a cache shared by every checkout.
