@@ -23,16 +23,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the hub: HTTP API over the registry, datasets, jobs and runs.
+    Serve(commands::serve::Args),
+    /// Apply database migrations and exit.
+    Migrate(commands::migrate::Args),
+    /// Register and inspect models and their versions.
+    Models(commands::models::Args),
+    /// Register and inspect datasets.
+    Datasets(commands::datasets::Args),
+    /// Inspect and cancel training jobs.
+    Jobs(commands::jobs::Args),
     /// Show what this machine gives MLX: version, device, BLAS, memory.
     Doctor(commands::doctor::Args),
-    /// Measure performance (BLAS matmul throughput for now).
+    /// Measure performance: a model's prompt and generation throughput (`--model`),
+    /// or the BLAS MLX uses (`--blas`).
     Bench(commands::bench::Args),
+    /// Generate text with a model, streaming it to stdout.
+    Generate(commands::generate::Args),
+    /// Fine-tune a model (LoRA, DoRA or full) on a dataset, as mlx_lm.lora does.
+    Train(commands::train::Args),
+    /// Import a GGUF file, or convert / quantize a model folder (mlx-lm's layout).
+    Convert(commands::convert::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Migrate(args) => commands::migrate::run(args),
+        Command::Models(args) => commands::models::run(args),
+        Command::Datasets(args) => commands::datasets::run(args),
+        Command::Jobs(args) => commands::jobs::run(args),
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Convert(args) => commands::convert::run(args),
+        Command::Train(args) => commands::train::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand's flags are consistent (clap checks names, groups, shorts).
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

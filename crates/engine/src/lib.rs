@@ -3,9 +3,12 @@
 //! nothing of databases or HTTP.
 
 pub mod config;
+pub mod convert;
 pub mod generate;
 pub mod gguf_meta;
 pub mod models;
 pub mod nn;
+pub mod sampling;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;

@@ -3,8 +3,8 @@
 //! RMSNorm. Each layer loads itself from [`Weights`] under its module path, the way
 //! mlx-lm names tensors (`model.layers.0.self_attn.q_proj.weight`).
 
-use mlx::Array;
 use mlx::quantization::{QuantSpec, Quantized, dequantize, quantized_matmul};
+use mlx::{Array, Params};
 
 use crate::config::{QuantParams, QuantizationConfig};
 use crate::weights::{ModelError, Result, Weights};
@@ -99,6 +99,83 @@ impl Linear {
         matches!(self, Linear::Quantized { .. })
     }
 
+    /// Input features (for a quantized layer, unpacked).
+    pub fn in_dims(&self) -> i32 {
+        match self {
+            Linear::Float { weight, .. } => weight.dim(1),
+            Linear::Quantized { q, .. } => q.weight.dim(1) * 32 / q.spec.bits,
+        }
+    }
+
+    /// Output features.
+    pub fn out_dims(&self) -> i32 {
+        match self {
+            Linear::Float { weight, .. } => weight.dim(0),
+            Linear::Quantized { q, .. } => q.weight.dim(0),
+        }
+    }
+
+    /// The weight as a float `[out, in]` array (dequantized when quantized).
+    pub fn dense_weight(&self) -> Result<Array> {
+        Ok(match self {
+            Linear::Float { weight, .. } => weight.clone(),
+            Linear::Quantized { q, .. } => dequantize(q, None)?,
+        })
+    }
+
+    pub fn bias(&self) -> Option<&Array> {
+        match self {
+            Linear::Float { bias, .. } | Linear::Quantized { bias, .. } => bias.as_ref(),
+        }
+    }
+
+    /// The forward pass with trainable overrides taken from `adapt` under `path`:
+    /// `path.weight`/`path.bias` replace the layer's (full fine-tune); `path.lora_a`
+    /// and `path.lora_b` add mlx-lm's LoRA term `scale · (dropout(x) A B)`; with
+    /// `path.m` too, DoRA as mlx-lm's `DoRALinear`.
+    pub fn forward_adapted(&self, x: &Array, path: &str, adapt: &Adapt<'_>) -> Result<Array> {
+        let Some(params) = adapt.params.filter(|p| !p.is_empty()) else {
+            return self.forward(x);
+        };
+        let get = |leaf: &str| params.get(&format!("{path}.{leaf}"));
+        if let Some(w) = get("weight") {
+            let bias = get("bias").or(self.bias());
+            let y = x.matmul(&w.t()?)?;
+            return Ok(match bias {
+                Some(b) => y.add(b)?,
+                None => y,
+            });
+        }
+        let (Some(a), Some(b)) = (get("lora_a"), get("lora_b")) else {
+            return self.forward(x);
+        };
+        let xd = match adapt.dropout {
+            p if p > 0.0 => {
+                let keep = Array::scalar(1.0f32 - p)?;
+                let m = mlx::random::bernoulli(&keep, &x.shape(), None)?;
+                x.multiply(m.as_type(x.dtype())?)?.div(1.0 - p)?
+            }
+            _ => x.clone(),
+        };
+        let z = xd.matmul(a)?.matmul(b)?;
+        let z = z.mul(adapt.lora_scale)?.as_type(x.dtype())?;
+        match get("m") {
+            None => Ok(self.forward(x)?.add(&z)?),
+            Some(m) => {
+                // DoRA: (x Wᵀ + s·x A B) · m / ‖W + s·Bᵀ Aᵀ‖ (row norms, no gradient) + bias.
+                let w = self.dense_weight()?;
+                let y = x.matmul(&w.t()?)?.add(&z)?;
+                let adapted = w.add(&b.t()?.mul(adapt.lora_scale)?.matmul(&a.t()?)?)?;
+                let denom = adapted.square()?.sum(1, false)?.sqrt()?.stop_gradient()?;
+                let out = m.div(&denom)?.as_type(x.dtype())?.multiply(&y)?;
+                Ok(match self.bias() {
+                    Some(bias) => out.add(bias)?,
+                    None => out,
+                })
+            }
+        }
+    }
+
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(match self {
             Linear::Float { weight, bias: None } => x.matmul(&weight.t()?)?,
@@ -114,6 +191,24 @@ impl Linear {
                 }
             }
         })
+    }
+}
+
+/// Trainable parameters (by mlx-lm name) to use in place of, or on top of, a
+/// model's own in a forward pass, with the LoRA scale and dropout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Adapt<'a> {
+    pub params: Option<&'a Params>,
+    pub lora_scale: f32,
+    pub dropout: f32,
+}
+
+impl Adapt<'_> {
+    /// The overriding `path.weight`, if any.
+    pub fn weight(&self, path: &str) -> Option<&Array> {
+        self.params
+            .filter(|p| !p.is_empty())
+            .and_then(|p| p.get(&format!("{path}.weight")))
     }
 }
 
@@ -185,5 +280,11 @@ impl RmsNorm {
 
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(mlx::fast::rms_norm(x, Some(&self.weight), self.eps)?)
+    }
+
+    /// [`RmsNorm::forward`] with `path.weight` taken from `adapt` when present.
+    pub fn forward_adapted(&self, x: &Array, path: &str, adapt: &Adapt<'_>) -> Result<Array> {
+        let w = adapt.weight(path).unwrap_or(&self.weight);
+        Ok(mlx::fast::rms_norm(x, Some(w), self.eps)?)
     }
 }

@@ -179,6 +179,12 @@ impl LocalArtifactStore {
         &self.inner.root
     }
 
+    /// This process's private temporary folder (on the same file system as
+    /// the store, removed at exit and by the next start-up after a crash).
+    pub fn tmp_dir(&self) -> &Path {
+        &self.inner.tmp
+    }
+
     /// Final path of a blob in `tier`.
     pub fn blob_path(&self, tier: Tier, sha: &str) -> PathBuf {
         self.inner

@@ -1,13 +1,29 @@
 //! The hub service: registry, datasets, artifacts, jobs and workers, tracking,
 //! serving, UI. Talks to models only through the `engine` crate.
 //!
-//! This crate so far holds the storage layer: [`store`] (metadata in SQLite or
-//! PostgreSQL), [`artifacts`] (content-addressed files) and [`paths`]
-//! (user-supplied path checks).
+//! - [`store`]: metadata in SQLite or PostgreSQL; [`artifacts`]:
+//!   content-addressed files; [`paths`]: user-supplied path checks.
+//! - [`config`]: flags > `MLX_HUB_*` > `mlx-hub.toml` > defaults.
+//! - [`error`]: the one table from domain errors to HTTP statuses and bodies.
+//! - [`service::Hub`]: the façade shared by the HTTP API and the CLI, with
+//!   [`registry`] (model folders), [`dataset_import`] (JSONL datasets) and
+//!   [`training`] (job submission).
+//! - [`http`]: the axum router; [`server`]: serving it.
 
 pub mod artifacts;
+pub mod config;
+pub mod dataset_import;
+pub mod error;
+pub mod http;
 pub mod paths;
+pub mod registry;
+pub mod server;
+pub mod service;
 pub mod store;
+pub mod training;
 
 pub use artifacts::{ArtifactStore, LocalArtifactStore, PutOutcome, Tier};
+pub use config::{ConfigOverrides, HubConfig};
+pub use error::{HubError, HubResult};
+pub use service::Hub;
 pub use store::{Store, StoreError, StoreOptions, StoreResult};

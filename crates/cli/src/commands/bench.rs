@@ -1,3 +1,5 @@
+//! `mlx-hub bench --model PATH`: model throughput (see `bench_model`).
+//!
 //! `mlx-hub bench --blas`: matmul GFLOP/s with the BLAS linked into this binary
 //! against the MLX wheel's reference BLAS, from one run. The comparison re-runs this
 //! same binary with the reference library preloaded, which makes the dynamic loader
@@ -13,6 +15,8 @@ pub struct Args {
     /// Compare matmul throughput of the linked BLAS with the wheel's reference BLAS.
     #[arg(long)]
     blas: bool,
+    #[command(flatten)]
+    model: super::bench_model::Args,
     /// Matrix sizes (n for n×n float32 matmuls).
     #[arg(long, value_delimiter = ',', default_values_t = [256, 512, 1024])]
     sizes: Vec<i32>,
@@ -69,8 +73,11 @@ fn stock_run(args: &Args) -> anyhow::Result<Option<(String, Vec<f64>)>> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(dir) = args.model.model.clone() {
+        return super::bench_model::run(args.model, &dir, args.json);
+    }
     if !args.blas {
-        bail!("nothing to benchmark: pass --blas (model benchmarks come with --model)");
+        bail!("nothing to benchmark: pass --model PATH or --blas");
     }
     let linked = measure(&args)?;
     if args.measure_only {

@@ -1,2 +1,11 @@
 pub mod bench;
+pub mod bench_model;
+pub mod convert;
+pub mod datasets;
 pub mod doctor;
+pub mod generate;
+pub mod jobs;
+pub mod migrate;
+pub mod models;
+pub mod serve;
+pub mod train;

@@ -4,12 +4,13 @@
 
 use std::path::Path;
 
-use mlx::Array;
 use mlx::fast::{AttentionMask, RopeOffset};
 
 use crate::config::{ModelConfig, QuantizationConfig};
 use crate::models::{KvCache, LanguageModel};
-use crate::nn::{Embedding, Linear, RmsNorm};
+use mlx::{Array, Params};
+
+use crate::nn::{Adapt, Embedding, Linear, RmsNorm};
 use crate::weights::{ModelError, Result, Weights};
 
 /// Rotary embedding: plain (`base`, `scale`) or with explicit frequencies (llama3).
@@ -58,6 +59,7 @@ impl Rope {
 
 #[derive(Debug, Clone)]
 struct Attention {
+    path: String,
     n_heads: i32,
     n_kv_heads: i32,
     scale: f32,
@@ -93,6 +95,7 @@ impl Attention {
             (None, None)
         };
         Ok(Attention {
+            path: p.to_string(),
             n_heads: h as i32,
             n_kv_heads: hkv as i32,
             scale: (d as f32).powf(-0.5),
@@ -113,34 +116,55 @@ impl Attention {
         })
     }
 
-    fn forward(&self, x: &Array, mask: AttentionMask<'_>, cache: &mut KvCache) -> Result<Array> {
+    fn forward(
+        &self,
+        x: &Array,
+        mask: AttentionMask<'_>,
+        cache: Option<&mut KvCache>,
+        ad: &Adapt<'_>,
+    ) -> Result<Array> {
+        let p = &self.path;
         let s = x.shape();
         let (b, l) = (s[0], s[1]);
-        let heads = |y: Array, n: i32, norm: &Option<RmsNorm>| -> Result<Array> {
+        let heads = |y: Array, n: i32, norm: Option<(&RmsNorm, &str)>| -> Result<Array> {
             let mut y = y.reshape(&[b, l, n, -1])?;
-            if let Some(norm) = norm {
-                y = norm.forward(&y)?;
+            if let Some((norm, name)) = norm {
+                y = norm.forward_adapted(&y, &format!("{p}.{name}"), ad)?;
             }
             Ok(y.transpose(&[0, 2, 1, 3])?)
         };
-        let queries = heads(self.q_proj.forward(x)?, self.n_heads, &self.q_norm)?;
-        let keys = heads(self.k_proj.forward(x)?, self.n_kv_heads, &self.k_norm)?;
-        let values = heads(self.v_proj.forward(x)?, self.n_kv_heads, &None)?;
+        let lin = |layer: &Linear, name: &str| layer.forward_adapted(x, &format!("{p}.{name}"), ad);
+        let queries = heads(
+            lin(&self.q_proj, "q_proj")?,
+            self.n_heads,
+            self.q_norm.as_ref().map(|n| (n, "q_norm")),
+        )?;
+        let keys = heads(
+            lin(&self.k_proj, "k_proj")?,
+            self.n_kv_heads,
+            self.k_norm.as_ref().map(|n| (n, "k_norm")),
+        )?;
+        let values = heads(lin(&self.v_proj, "v_proj")?, self.n_kv_heads, None)?;
 
-        let offset = cache.offset();
+        let offset = cache.as_ref().map_or(0, |c| c.offset());
         let queries = self.rope.forward(&queries, offset)?;
         let keys = self.rope.forward(&keys, offset)?;
-        let (keys, values) = cache.update_and_fetch(&keys, &values)?;
+        let (keys, values) = match cache {
+            Some(cache) => cache.update_and_fetch(&keys, &values)?,
+            None => (keys, values),
+        };
 
         let out =
             mlx::fast::scaled_dot_product_attention(&queries, &keys, &values, self.scale, mask)?;
         let out = out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
-        self.o_proj.forward(&out)
+        self.o_proj
+            .forward_adapted(&out, &format!("{p}.o_proj"), ad)
     }
 }
 
 #[derive(Debug, Clone)]
 struct Mlp {
+    path: String,
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
@@ -155,22 +179,32 @@ impl Mlp {
     ) -> Result<Mlp> {
         let (dim, hidden, bias) = (c.hidden_size, c.intermediate_size, c.mlp_bias);
         Ok(Mlp {
+            path: p.to_string(),
             gate_proj: Linear::load(w, &format!("{p}.gate_proj"), dim, hidden, bias, q)?,
             up_proj: Linear::load(w, &format!("{p}.up_proj"), dim, hidden, bias, q)?,
             down_proj: Linear::load(w, &format!("{p}.down_proj"), hidden, dim, bias, q)?,
         })
     }
 
-    fn forward(&self, x: &Array) -> Result<Array> {
+    fn forward(&self, x: &Array, ad: &Adapt<'_>) -> Result<Array> {
+        let p = &self.path;
         // swiglu: silu(gate) * up
-        let g = self.gate_proj.forward(x)?.silu()?;
-        let h = g.multiply(self.up_proj.forward(x)?)?;
-        self.down_proj.forward(&h)
+        let g = self
+            .gate_proj
+            .forward_adapted(x, &format!("{p}.gate_proj"), ad)?
+            .silu()?;
+        let h = g.multiply(
+            self.up_proj
+                .forward_adapted(x, &format!("{p}.up_proj"), ad)?,
+        )?;
+        self.down_proj
+            .forward_adapted(&h, &format!("{p}.down_proj"), ad)
     }
 }
 
 #[derive(Debug, Clone)]
 struct Block {
+    path: String,
     self_attn: Attention,
     mlp: Mlp,
     input_layernorm: RmsNorm,
@@ -178,15 +212,72 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Array, mask: AttentionMask<'_>, cache: &mut KvCache) -> Result<Array> {
-        let r = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, mask, cache)?;
+    fn forward(
+        &self,
+        x: &Array,
+        mask: AttentionMask<'_>,
+        cache: Option<&mut KvCache>,
+        ad: &Adapt<'_>,
+    ) -> Result<Array> {
+        let p = &self.path;
+        let n = self
+            .input_layernorm
+            .forward_adapted(x, &format!("{p}.input_layernorm"), ad)?;
+        let r = self.self_attn.forward(&n, mask, cache, ad)?;
         let h = x.add(&r)?;
-        let r = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        let n = self.post_attention_layernorm.forward_adapted(
+            &h,
+            &format!("{p}.post_attention_layernorm"),
+            ad,
+        )?;
+        let r = self.mlp.forward(&n, ad)?;
         Ok(h.add(&r)?)
+    }
+
+    fn linears(&self) -> [(&'static str, &Linear); 7] {
+        [
+            ("self_attn.q_proj", &self.self_attn.q_proj),
+            ("self_attn.k_proj", &self.self_attn.k_proj),
+            ("self_attn.v_proj", &self.self_attn.v_proj),
+            ("self_attn.o_proj", &self.self_attn.o_proj),
+            ("mlp.gate_proj", &self.mlp.gate_proj),
+            ("mlp.down_proj", &self.mlp.down_proj),
+            ("mlp.up_proj", &self.mlp.up_proj),
+        ]
+    }
+
+    /// Every parameter of the block by its mlx-lm name (float layers only).
+    fn parameters(&self) -> Result<Params> {
+        let p = &self.path;
+        let mut out = Params::new();
+        for (name, l) in self.linears() {
+            match l {
+                Linear::Float { weight, bias } => {
+                    out.insert(format!("{p}.{name}.weight"), weight.clone());
+                    if let Some(b) = bias {
+                        out.insert(format!("{p}.{name}.bias"), b.clone());
+                    }
+                }
+                Linear::Quantized { .. } => {
+                    return Err(ModelError::Invalid(format!(
+                        "{p}.{name} is quantized: full fine-tuning needs an unquantized model \
+                         (use LoRA, which trains adapters on top of quantized layers)"
+                    )));
+                }
+            }
+        }
+        let mut norm = |name: &str, n: &RmsNorm| {
+            out.insert(format!("{p}.{name}.weight"), n.weight.clone());
+        };
+        norm("input_layernorm", &self.input_layernorm);
+        norm("post_attention_layernorm", &self.post_attention_layernorm);
+        if let Some(n) = &self.self_attn.q_norm {
+            norm("self_attn.q_norm", n);
+        }
+        if let Some(n) = &self.self_attn.k_norm {
+            norm("self_attn.k_norm", n);
+        }
+        Ok(out)
     }
 }
 
@@ -199,6 +290,8 @@ pub struct Llama {
     norm: RmsNorm,
     /// `None` when the output layer is the tied embedding.
     lm_head: Option<Linear>,
+    /// LoRA/DoRA adapters applied by every forward pass (see [`Llama::set_adapters`]).
+    adapters: Option<(Params, f32)>,
 }
 
 impl Llama {
@@ -233,6 +326,7 @@ impl Llama {
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             layers.push(Block {
+                path: p.clone(),
                 self_attn: Attention::load(&mut w, &format!("{p}.self_attn"), c, q)?,
                 mlp: Mlp::load(&mut w, &format!("{p}.mlp"), c, q)?,
                 input_layernorm: RmsNorm::load(
@@ -269,7 +363,164 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            adapters: None,
         })
+    }
+}
+
+impl Llama {
+    /// Applies LoRA/DoRA adapters (`….lora_a`, `….lora_b`, `….m` by mlx-lm name, with
+    /// the LoRA `scale`) in every later forward pass, unfused (as mlx-lm's `load_adapters`).
+    pub fn set_adapters(&mut self, params: Params, scale: f32) {
+        self.adapters = if params.is_empty() {
+            None
+        } else {
+            Some((params, scale))
+        };
+    }
+
+    /// Number of parameters, quantized matrices counted unpacked (mlx-lm's
+    /// `get_total_parameters`).
+    pub fn num_parameters(&self) -> usize {
+        let lin = |l: &Linear| {
+            l.in_dims() as usize * l.out_dims() as usize + l.bias().map_or(0, |b| b.size())
+        };
+        let mut n = match &self.embed_tokens {
+            Embedding::Float(w) => w.size(),
+            Embedding::Quantized(q) => q.weight.size() * 32 / q.spec.bits as usize,
+        };
+        n += self.norm.weight.size() + self.lm_head.as_ref().map_or(0, lin);
+        for b in &self.layers {
+            n += b.linears().iter().map(|(_, l)| lin(l)).sum::<usize>();
+            n += b.input_layernorm.weight.size() + b.post_attention_layernorm.weight.size();
+            n += [&b.self_attn.q_norm, &b.self_attn.k_norm]
+                .iter()
+                .filter_map(|x| x.as_ref())
+                .map(|x| x.weight.size())
+                .sum::<usize>();
+        }
+        n
+    }
+
+    /// Number of transformer blocks.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The linear layers of block `i`, named relative to the block as mlx-lm's
+    /// `named_modules` does (`self_attn.q_proj`, …, `mlp.up_proj`).
+    pub fn block_linears(&self, i: usize) -> Vec<(&'static str, &Linear)> {
+        self.layers
+            .get(i)
+            .map_or(Vec::new(), |b| b.linears().to_vec())
+    }
+
+    /// The linear layer `name` (relative to the block, e.g. `mlp.up_proj`) of block `i`.
+    pub fn block_linear_mut(&mut self, i: usize, name: &str) -> Option<&mut Linear> {
+        let b = self.layers.get_mut(i)?;
+        Some(match name {
+            "self_attn.q_proj" => &mut b.self_attn.q_proj,
+            "self_attn.k_proj" => &mut b.self_attn.k_proj,
+            "self_attn.v_proj" => &mut b.self_attn.v_proj,
+            "self_attn.o_proj" => &mut b.self_attn.o_proj,
+            "mlp.gate_proj" => &mut b.mlp.gate_proj,
+            "mlp.up_proj" => &mut b.mlp.up_proj,
+            "mlp.down_proj" => &mut b.mlp.down_proj,
+            _ => return None,
+        })
+    }
+
+    /// Every parameter of block `i` by mlx-lm name (`model.layers.{i}.mlp.up_proj.weight`);
+    /// an error when a layer of the block is quantized.
+    pub fn block_parameters(&self, i: usize) -> Result<Params> {
+        match self.layers.get(i) {
+            Some(b) => b.parameters(),
+            None => Err(ModelError::Invalid(format!("no block {i}"))),
+        }
+    }
+
+    /// Logits `[B, L, V]` for `tokens` `[B, L]` without a KV cache (causal mask),
+    /// with trainable overrides (full weights, LoRA/DoRA adapters) from `adapt`.
+    /// This is what training differentiates.
+    pub fn forward_adapted(&self, tokens: &Array, adapt: &Adapt<'_>) -> Result<Array> {
+        if tokens.ndim() != 2 {
+            return Err(ModelError::Invalid(format!(
+                "tokens must be [batch, length], got shape {:?}",
+                tokens.shape()
+            )));
+        }
+        let mut h = self.embed_tokens.forward(tokens)?;
+        let mask = if tokens.dim(1) > 1 {
+            AttentionMask::Causal
+        } else {
+            AttentionMask::None
+        };
+        for layer in &self.layers {
+            h = layer.forward(&h, mask, None, adapt)?;
+        }
+        let h = self.norm.forward_adapted(&h, "model.norm", adapt)?;
+        match &self.lm_head {
+            Some(head) => head.forward_adapted(&h, "lm_head", adapt),
+            None => self.embed_tokens.as_linear(&h),
+        }
+    }
+
+    /// Replaces the weights of linear layers and norms by name (a fused or fully
+    /// fine-tuned model): `model.layers.{i}.{module}.weight` / `.bias`.
+    pub fn set_parameters(&mut self, params: &Params) -> Result<()> {
+        for (name, value) in params {
+            let (module, leaf) = name
+                .rsplit_once('.')
+                .ok_or_else(|| ModelError::Invalid(format!("bad parameter name `{name}`")))?;
+            let Some(rest) = module.strip_prefix("model.layers.") else {
+                return Err(ModelError::UnexpectedTensor { name: name.clone() });
+            };
+            let (idx, sub) = rest
+                .split_once('.')
+                .ok_or_else(|| ModelError::UnexpectedTensor { name: name.clone() })?;
+            let block = idx
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| self.layers.get_mut(i))
+                .ok_or_else(|| ModelError::UnexpectedTensor { name: name.clone() })?;
+            let norm = match sub {
+                "input_layernorm" => Some(&mut block.input_layernorm),
+                "post_attention_layernorm" => Some(&mut block.post_attention_layernorm),
+                "self_attn.q_norm" => block.self_attn.q_norm.as_mut(),
+                "self_attn.k_norm" => block.self_attn.k_norm.as_mut(),
+                _ => None,
+            };
+            if let Some(n) = norm {
+                n.weight = value.clone();
+                continue;
+            }
+            let lin = match sub {
+                "self_attn.q_proj" => &mut block.self_attn.q_proj,
+                "self_attn.k_proj" => &mut block.self_attn.k_proj,
+                "self_attn.v_proj" => &mut block.self_attn.v_proj,
+                "self_attn.o_proj" => &mut block.self_attn.o_proj,
+                "mlp.gate_proj" => &mut block.mlp.gate_proj,
+                "mlp.up_proj" => &mut block.mlp.up_proj,
+                "mlp.down_proj" => &mut block.mlp.down_proj,
+                _ => return Err(ModelError::UnexpectedTensor { name: name.clone() }),
+            };
+            match leaf {
+                "weight" => {
+                    let bias = lin.bias().cloned();
+                    *lin = Linear::Float {
+                        weight: value.clone(),
+                        bias,
+                    };
+                }
+                "bias" => match lin {
+                    Linear::Float { bias, .. } | Linear::Quantized { bias, .. } => {
+                        *bias = Some(value.clone())
+                    }
+                },
+                _ => return Err(ModelError::UnexpectedTensor { name: name.clone() }),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -294,12 +545,20 @@ impl LanguageModel for Llama {
         } else {
             AttentionMask::None
         };
+        let ad = match &self.adapters {
+            Some((params, scale)) => Adapt {
+                params: Some(params),
+                lora_scale: *scale,
+                dropout: 0.0,
+            },
+            None => Adapt::default(),
+        };
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            h = layer.forward(&h, mask, c)?;
+            h = layer.forward(&h, mask, Some(c), &ad)?;
         }
-        let h = self.norm.forward(&h)?;
+        let h = self.norm.forward_adapted(&h, "model.norm", &ad)?;
         match &self.lm_head {
-            Some(head) => head.forward(&h),
+            Some(head) => head.forward_adapted(&h, "lm_head", &ad),
             None => self.embed_tokens.as_linear(&h),
         }
     }

@@ -40,6 +40,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Connection, Executor, SqlSafeStr, Transaction};
 
 pub(crate) use error::{Violation, violation};
+pub(crate) use models::check_model_name;
+pub(crate) use versions::check_alias;
 
 /// Which database the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -132,4 +132,18 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+
+    /// How many files of versions that are not archived (or failed) and
+    /// whose files live in the artifact store (not `file://` links) have this
+    /// content: a blob with none can move to the archive tier.
+    pub async fn live_references(&self, sha256: &str) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM version_files f JOIN model_versions v ON v.id = f.version_id \
+             WHERE f.sha256 = $1 AND v.status IN ('registering', 'ready') \
+             AND (v.artifact_uri IS NULL OR v.artifact_uri NOT LIKE 'file://%')",
+        )
+        .bind(sha256)
+        .fetch_one(&self.pool)
+        .await?)
+    }
 }

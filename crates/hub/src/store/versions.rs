@@ -264,7 +264,7 @@ pub fn check_relative_path(path: &str) -> StoreResult<()> {
     Ok(())
 }
 
-fn check_alias(alias: &str) -> StoreResult<()> {
+pub(crate) fn check_alias(alias: &str) -> StoreResult<()> {
     let ok = alias.len() <= 64
         && alias.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && alias

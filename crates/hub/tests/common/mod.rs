@@ -188,3 +188,5 @@ macro_rules! store_test {
         }
     };
 }
+
+pub mod http;

@@ -1,0 +1,110 @@
+//! `mlx-hub serve`: applies migrations, cleans temporary files left by dead
+//! processes, serves the HTTP API until Ctrl-C / SIGTERM.
+//!
+//! Also holds the flags shared by `migrate`, `models`, `datasets`, `jobs`
+//! ([`HubArgs`]): they work on the database directly, no server needed.
+
+use std::path::PathBuf;
+
+use hub::{ConfigOverrides, Hub, HubConfig};
+
+/// Where the hub's data lives (flags > `MLX_HUB_*` > `mlx-hub.toml` > defaults).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct HubArgs {
+    /// Data directory (database, artifacts, datasets) [env: MLX_HUB_DATA_DIR] [default: ./storage]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://… or postgres://… [env: MLX_HUB_DATABASE_URL]
+    /// [default: sqlite://<data-dir>/hub.db]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+impl HubArgs {
+    pub fn overrides(&self) -> ConfigOverrides {
+        ConfigOverrides {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            ..ConfigOverrides::default()
+        }
+    }
+
+    /// Loads the configuration (host checks do not apply to local commands).
+    pub fn config(&self) -> anyhow::Result<HubConfig> {
+        Ok(HubConfig::load(ConfigOverrides {
+            host: Some(hub::config::DEFAULT_HOST.to_string()),
+            ..self.overrides()
+        })?)
+    }
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Opens the hub (migrating) for a local command.
+pub async fn open_hub(args: &HubArgs) -> anyhow::Result<Hub> {
+    Ok(Hub::open(args.config()?).await?)
+}
+
+/// Prints `value` as pretty JSON.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub hub: HubArgs,
+    /// Address to listen on; a non-loopback one needs an API token
+    /// (MLX_HUB_API_TOKEN or MLX_HUB_API_TOKEN_FILE) [env: MLX_HUB_HOST] [default: 127.0.0.1]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port [env: MLX_HUB_PORT] [default: 8080]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Folders registered over the API must be inside this one
+    /// [env: MLX_HUB_IMPORT_ROOT] [default: <data-dir>/import]
+    #[arg(long, value_name = "DIR")]
+    pub import_root: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    init_tracing();
+    let config = HubConfig::load(ConfigOverrides {
+        host: args.host,
+        port: args.port,
+        import_root: args.import_root,
+        ..args.hub.overrides()
+    })?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        database = %config.database_url_redacted(),
+        import_root = %config.import_root.display(),
+        auth = config.api_token.is_some(),
+        "starting mlx-hub"
+    );
+    runtime()?.block_on(async move {
+        hub::server::serve(config, hub::server::shutdown_signal(), |url| {
+            tracing::info!(%url, "mlx-hub API listening");
+            eprintln!("mlx-hub listening on {url}");
+        })
+        .await
+    })?;
+    tracing::info!("mlx-hub stopped");
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

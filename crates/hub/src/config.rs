@@ -1,0 +1,353 @@
+//! Configuration, in order of precedence: flags, environment (`MLX_HUB_*`),
+//! `<data-dir>/mlx-hub.toml`, defaults. Secrets (the API token) come only from the environment or a
+//! token file, never from flags or the TOML file itself, and are never
+//! printed (`Debug` redacts them).
+//!
+//! | setting          | flag               | environment                 | mlx-hub.toml       | default                         |
+//! |------------------|--------------------|-----------------------------|--------------------|---------------------------------|
+//! | data directory   | `--data-dir`       | `MLX_HUB_DATA_DIR`          | —                  | `./storage`                     |
+//! | database URL     | `--database-url`   | `MLX_HUB_DATABASE_URL`      | `database_url` (no password) | `sqlite://<data-dir>/hub.db` |
+//! | host             | `--host`           | `MLX_HUB_HOST`              | `host`             | `127.0.0.1`                     |
+//! | port             | `--port`           | `MLX_HUB_PORT`              | `port`             | `8080`                          |
+//! | import root      | `--import-root`    | `MLX_HUB_IMPORT_ROOT`       | `import_root`      | `<data-dir>/import`             |
+//! | body limit       | —                  | `MLX_HUB_MAX_BODY_BYTES`    | `max_body_bytes`   | 1 MiB                           |
+//! | API token        | —                  | `MLX_HUB_API_TOKEN`, `MLX_HUB_API_TOKEN_FILE` | `api_token_file` | none    |
+//!
+//! A non-loopback host without an API token is refused ([`HubConfig::validate`]).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{HubError, HubResult};
+
+pub const CONFIG_FILE: &str = "mlx-hub.toml";
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// A secret string: never shown by `Debug`/`Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub host: String,
+    pub port: u16,
+    /// Folders registered over the API must lie inside this root.
+    pub import_root: PathBuf,
+    pub max_body_bytes: usize,
+    pub api_token: Option<Secret>,
+}
+
+/// Values given as flags (highest precedence).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub import_root: Option<PathBuf>,
+}
+
+/// The TOML file's shape. Unknown keys are refused (typos surface).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    import_root: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    api_token_file: Option<PathBuf>,
+}
+
+impl HubConfig {
+    /// Loads the configuration from flags, the process environment, the file.
+    pub fn load(overrides: ConfigOverrides) -> HubResult<HubConfig> {
+        Self::load_with_env(overrides, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`HubConfig::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        overrides: ConfigOverrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> HubResult<HubConfig> {
+        let env = |k: &str| env(k).filter(|v| !v.is_empty());
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or_else(|| env("MLX_HUB_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("./storage"));
+        let file_path = data_dir.join(CONFIG_FILE);
+        let file: FileConfig = match std::fs::read_to_string(&file_path) {
+            Ok(text) => {
+                if text.lines().any(|l| {
+                    l.trim_start().starts_with("api_token ")
+                        || l.trim_start().starts_with("api_token=")
+                }) {
+                    return Err(HubError::Config(format!(
+                        "{}: `api_token` is not read from the config file; set \
+                         MLX_HUB_API_TOKEN or point `api_token_file` at a file holding it",
+                        file_path.display()
+                    )));
+                }
+                toml::from_str(&text).map_err(|e| {
+                    HubError::Config(format!("{}: {}", file_path.display(), e.message()))
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileConfig::default(),
+            Err(e) => {
+                return Err(HubError::Config(format!("{}: {e}", file_path.display())));
+            }
+        };
+        if let Some(url) = &file.database_url
+            && url_has_password(url)
+        {
+            return Err(HubError::Config(format!(
+                "{}: database_url must not carry a password; set MLX_HUB_DATABASE_URL instead",
+                file_path.display()
+            )));
+        }
+        let database_url = overrides
+            .database_url
+            .clone()
+            .or_else(|| env("MLX_HUB_DATABASE_URL"))
+            .or(file.database_url)
+            .unwrap_or_else(|| crate::store::sqlite_url(&data_dir.join("hub.db")));
+        let host = overrides
+            .host
+            .clone()
+            .or_else(|| env("MLX_HUB_HOST"))
+            .or(file.host)
+            .unwrap_or_else(|| DEFAULT_HOST.to_string());
+        let port = match overrides.port {
+            Some(p) => p,
+            None => match env("MLX_HUB_PORT") {
+                Some(p) => p.parse().map_err(|_| {
+                    HubError::Config(format!("MLX_HUB_PORT: {p:?} is not a port number"))
+                })?,
+                None => file.port.unwrap_or(DEFAULT_PORT),
+            },
+        };
+        let import_root = overrides
+            .import_root
+            .clone()
+            .or_else(|| env("MLX_HUB_IMPORT_ROOT").map(PathBuf::from))
+            .or(file.import_root)
+            .unwrap_or_else(|| data_dir.join("import"));
+        let max_body_bytes = match env("MLX_HUB_MAX_BODY_BYTES") {
+            Some(v) => v.parse().map_err(|_| {
+                HubError::Config(format!("MLX_HUB_MAX_BODY_BYTES: {v:?} is not a number"))
+            })?,
+            None => file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        };
+        let token_file = env("MLX_HUB_API_TOKEN_FILE")
+            .map(PathBuf::from)
+            .or(file.api_token_file);
+        let api_token = match (env("MLX_HUB_API_TOKEN"), token_file) {
+            (Some(t), _) => Some(Secret::new(t.trim())),
+            (None, Some(path)) => Some(read_token_file(&path)?),
+            (None, None) => None,
+        };
+        let config = HubConfig {
+            data_dir,
+            database_url,
+            host,
+            port,
+            import_root,
+            max_body_bytes,
+            api_token,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Defaults rooted at `data_dir` (tests, embedding).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> HubConfig {
+        let data_dir = data_dir.into();
+        HubConfig {
+            database_url: crate::store::sqlite_url(&data_dir.join("hub.db")),
+            import_root: data_dir.join("import"),
+            data_dir,
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            api_token: None,
+        }
+    }
+
+    /// Refuses a non-loopback host without a token, an empty token, a body
+    /// limit of zero.
+    pub fn validate(&self) -> HubResult<()> {
+        if let Some(t) = &self.api_token
+            && t.expose().len() < 16
+        {
+            return Err(HubError::Config(
+                "the API token must be at least 16 characters".into(),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(HubError::Config("max_body_bytes must be positive".into()));
+        }
+        if !is_loopback_host(&self.host) && self.api_token.is_none() {
+            return Err(HubError::Config(format!(
+                "host {} is not a loopback address: set an API token \
+                 (MLX_HUB_API_TOKEN or MLX_HUB_API_TOKEN_FILE) to listen on it",
+                self.host
+            )));
+        }
+        Ok(())
+    }
+
+    /// The database URL with any password replaced by `***` (for logs).
+    pub fn database_url_redacted(&self) -> String {
+        redact_url(&self.database_url)
+    }
+
+    /// `host:port`, with IPv6 hosts bracketed.
+    pub fn bind_addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1`.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if h.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn read_token_file(path: &Path) -> HubResult<Secret> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HubError::Config(format!("API token file {}: {e}", path.display())))?;
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(HubError::Config(format!(
+            "API token file {} is empty",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(t))
+}
+
+fn userinfo(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    Some((start, start + at))
+}
+
+fn url_has_password(url: &str) -> bool {
+    userinfo(url).is_some_and(|(s, e)| url[s..e].contains(':'))
+}
+
+/// Replaces the password of a URL's user info with `***`.
+pub fn redact_url(url: &str) -> String {
+    match userinfo(url) {
+        Some((s, e)) => match url[s..e].find(':') {
+            Some(colon) => format!("{}***{}", &url[..s + colon + 1], &url[e..]),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://./a.db"), "sqlite://./a.db");
+    }
+
+    #[test]
+    fn precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "port = 9000\nhost = \"127.0.0.2\"\n",
+        )
+        .unwrap();
+        let o = ConfigOverrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let c = HubConfig::load_with_env(o.clone(), |_| None).unwrap();
+        assert_eq!((c.port, c.host.as_str()), (9000, "127.0.0.2"));
+        let c = HubConfig::load_with_env(o.clone(), |k| {
+            (k == "MLX_HUB_PORT").then(|| "9001".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.port, 9001);
+        let c = HubConfig::load_with_env(
+            ConfigOverrides {
+                port: Some(9002),
+                ..o.clone()
+            },
+            |k| (k == "MLX_HUB_PORT").then(|| "9001".to_string()),
+        )
+        .unwrap();
+        assert_eq!(c.port, 9002);
+        assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn token_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = ConfigOverrides {
+            data_dir: Some(dir.path().into()),
+            host: Some("0.0.0.0".into()),
+            ..Default::default()
+        };
+        let err = HubConfig::load_with_env(o.clone(), |_| None).unwrap_err();
+        assert!(err.to_string().contains("API token"), "{err}");
+        let c = HubConfig::load_with_env(o, |k| {
+            (k == "MLX_HUB_API_TOKEN").then(|| "0123456789abcdef-token".to_string())
+        })
+        .unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        std::fs::write(dir.path().join(CONFIG_FILE), "api_token = \"x\"\n").unwrap();
+        let err = HubConfig::load_with_env(
+            ConfigOverrides {
+                data_dir: Some(dir.path().into()),
+                ..Default::default()
+            },
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("MLX_HUB_API_TOKEN"), "{err}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The hub's error type and THE table mapping every domain error to an HTTP
+//! status and a stable `{"error": {"message", "type", "code"}}` body.
+//!
+//! | error                                   | status | type              | code                          |
+//! |-----------------------------------------|--------|-------------------|-------------------------------|
+//! | `Store(NotFound)` model / version / …   | 404    | `not_found`       | `model_not_found`, `version_not_found`, `dataset_not_found`, `job_not_found`, `run_not_found`, `alias_not_found`, `artifact_not_found` |
+//! | `Store(Conflict)`                       | 409    | `conflict`        | `model_already_exists`, `model_has_versions`, `conflict` |
+//! | `Store(IllegalTransition)`              | 409    | `conflict`        | `illegal_transition`          |
+//! | `Store(Immutable)`                      | 409    | `conflict`        | `version_immutable`           |
+//! | `Store(LeaseNotHeld)`                   | 409    | `conflict`        | `lease_not_held`              |
+//! | `Store(InvalidInput)`                   | 422    | `invalid_request` | `invalid_input`               |
+//! | `Store(PathEscapesRoot)`                | 422    | `invalid_request` | `path_escapes_root`           |
+//! | `Store(Io/Corrupt/Migrate/Database)`    | 500    | `internal`        | `io_error`, `corrupt_data`, `migration_failed`, `database_error` |
+//! | `Store(Database(PoolTimedOut/Closed))`  | 503    | `unavailable`     | `database_unavailable`        |
+//! | `ModelConfig(UnsupportedModelType)`     | 422    | `invalid_request` | `unsupported_model_type`      |
+//! | `ModelConfig(Io)` (no config.json)      | 422    | `invalid_request` | `missing_model_config`        |
+//! | `ModelConfig(other)`                    | 422    | `invalid_request` | `invalid_model_config`        |
+//! | `InvalidModelFolder`                    | 422    | `invalid_request` | `invalid_model_folder`        |
+//! | `DatasetLine` (file + line)             | 422    | `invalid_request` | `invalid_dataset_line`        |
+//! | `InvalidDataset`                        | 422    | `invalid_request` | `invalid_dataset`             |
+//! | `BadRequest` (malformed JSON, query…)   | 400    | `invalid_request` | `bad_request` / `malformed_json` |
+//! | `UnsupportedMediaType`                  | 415    | `invalid_request` | `unsupported_media_type`      |
+//! | `PayloadTooLarge`                       | 413    | `invalid_request` | `payload_too_large`           |
+//! | `Unauthorized`                          | 401    | `auth`            | `missing_token` / `invalid_token` |
+//! | `RouteNotFound`                         | 404    | `not_found`       | `route_not_found`             |
+//! | `MethodNotAllowed`                      | 405    | `invalid_request` | `method_not_allowed`          |
+//! | `Config`                                | 500    | `internal`        | `invalid_config` (start-up only) |
+//! | `Internal`                              | 500    | `internal`        | `internal`                    |
+//!
+//! 5xx bodies never carry internal details beyond the error's own message.
+
+use std::path::PathBuf;
+
+use engine::config::ConfigError;
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+/// Result alias of the hub's service layer.
+pub type HubResult<T> = Result<T, HubError>;
+
+/// Every error the service layer returns.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    /// The model folder's `config.json` is missing or invalid.
+    #[error("{path}: {source}")]
+    ModelConfig {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+
+    /// The model folder is unusable (no weights, not a folder, too many files…).
+    #[error("invalid model folder {path}: {message}")]
+    InvalidModelFolder { path: PathBuf, message: String },
+
+    /// A dataset row is wrong: names the file, the 1-based line and what.
+    #[error("{file} line {line}: {message}")]
+    DatasetLine {
+        file: String,
+        line: u64,
+        message: String,
+    },
+
+    /// A dataset folder is wrong as a whole (no train.jsonl, mixed formats…).
+    #[error("invalid dataset: {message}")]
+    InvalidDataset { message: String },
+
+    /// The request could not be decoded (bad JSON, bad query string, bad path).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+
+    /// JSON body whose shape or values are wrong (serde names the field).
+    #[error("{message}")]
+    UnprocessableBody { message: String },
+
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+
+    #[error("{0}")]
+    PayloadTooLarge(String),
+
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+
+    /// Invalid configuration (start-up).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The `error` object of an error body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: String,
+}
+
+impl HubError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        HubError::Store(StoreError::InvalidInput {
+            field,
+            message: message.into(),
+        })
+    }
+
+    /// The table: (HTTP status, type, code).
+    pub fn classify(&self) -> (u16, &'static str, &'static str) {
+        const INVALID: &str = "invalid_request";
+        match self {
+            HubError::Store(e) => classify_store(e),
+            HubError::ModelConfig { source, .. } => match source {
+                ConfigError::UnsupportedModelType { .. } => {
+                    (422, INVALID, "unsupported_model_type")
+                }
+                ConfigError::Io { .. } => (422, INVALID, "missing_model_config"),
+                _ => (422, INVALID, "invalid_model_config"),
+            },
+            HubError::InvalidModelFolder { .. } => (422, INVALID, "invalid_model_folder"),
+            HubError::DatasetLine { .. } => (422, INVALID, "invalid_dataset_line"),
+            HubError::InvalidDataset { .. } => (422, INVALID, "invalid_dataset"),
+            HubError::BadRequest { code, .. } => (400, INVALID, code),
+            HubError::UnprocessableBody { .. } => (422, INVALID, "invalid_body"),
+            HubError::UnsupportedMediaType(_) => (415, INVALID, "unsupported_media_type"),
+            HubError::PayloadTooLarge(_) => (413, INVALID, "payload_too_large"),
+            HubError::Unauthorized { code, .. } => (401, "auth", code),
+            HubError::RouteNotFound { .. } => (404, "not_found", "route_not_found"),
+            HubError::MethodNotAllowed { .. } => (405, INVALID, "method_not_allowed"),
+            HubError::Config(_) => (500, "internal", "invalid_config"),
+            HubError::Internal(_) => (500, "internal", "internal"),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.classify().0
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.classify().2
+    }
+
+    /// The body's `error` object.
+    pub fn body(&self) -> ErrorBody {
+        let (_, kind, code) = self.classify();
+        ErrorBody {
+            message: self.to_string(),
+            kind: kind.to_string(),
+            code: code.to_string(),
+        }
+    }
+}
+
+fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
+    let status = e.http_status();
+    match e {
+        StoreError::NotFound { entity, .. } => (
+            404,
+            "not_found",
+            match *entity {
+                "model" => "model_not_found",
+                "model version" => "version_not_found",
+                "dataset" => "dataset_not_found",
+                "job" => "job_not_found",
+                "run" => "run_not_found",
+                "alias" => "alias_not_found",
+                "artifact" => "artifact_not_found",
+                _ => "not_found",
+            },
+        ),
+        StoreError::Conflict {
+            entity, message, ..
+        } => (
+            409,
+            "conflict",
+            match *entity {
+                "model" if message.contains("already exists") => "model_already_exists",
+                "model" if message.contains("versions") => "model_has_versions",
+                _ => "conflict",
+            },
+        ),
+        StoreError::IllegalTransition { .. } => (409, "conflict", "illegal_transition"),
+        StoreError::Immutable { .. } => (409, "conflict", "version_immutable"),
+        StoreError::LeaseNotHeld { .. } => (409, "conflict", "lease_not_held"),
+        StoreError::InvalidInput { .. } => (422, "invalid_request", "invalid_input"),
+        StoreError::PathEscapesRoot { .. } => (422, "invalid_request", "path_escapes_root"),
+        StoreError::Database(_) if status == 503 => (503, "unavailable", "database_unavailable"),
+        StoreError::Io { .. } => (500, "internal", "io_error"),
+        StoreError::Corrupt { .. } => (500, "internal", "corrupt_data"),
+        StoreError::Migrate(_) => (500, "internal", "migration_failed"),
+        StoreError::Database(_) => (500, "internal", "database_error"),
+    }
+}
+
+impl From<std::io::Error> for HubError {
+    fn from(e: std::io::Error) -> Self {
+        HubError::Internal(e.to_string())
+    }
+}

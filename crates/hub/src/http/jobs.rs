@@ -1,0 +1,62 @@
+//! `/api/jobs`: submit, list, show, cancel.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{ApiJson, ApiPath, ApiQuery, created, default_limit};
+use crate::error::HubResult;
+use crate::service::Hub;
+use crate::store::{JobFilter, JobState};
+use crate::training::SubmitJob;
+
+pub(crate) async fn submit(
+    State(hub): State<Hub>,
+    ApiJson(body): ApiJson<SubmitJob>,
+) -> HubResult<Response> {
+    Ok(created(hub.submit_job(&body).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    state: Option<JobState>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    offset: i64,
+}
+
+pub(crate) async fn list(
+    State(hub): State<Hub>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> HubResult<Response> {
+    let jobs = hub
+        .store
+        .list_jobs(&JobFilter {
+            state: q.state,
+            limit: q.limit,
+            offset: q.offset,
+        })
+        .await?;
+    Ok(
+        Json(serde_json::json!({ "data": jobs, "limit": q.limit, "offset": q.offset }))
+            .into_response(),
+    )
+}
+
+pub(crate) async fn show(State(hub): State<Hub>, ApiPath(id): ApiPath<i64>) -> HubResult<Response> {
+    let job = hub.store.get_job(id).await?;
+    let runs = hub.store.list_runs_of_job(id).await?;
+    let mut v = serde_json::to_value(job).expect("plain data");
+    v["runs"] = serde_json::to_value(runs).expect("plain data");
+    Ok(Json(v).into_response())
+}
+
+pub(crate) async fn cancel(
+    State(hub): State<Hub>,
+    ApiPath(id): ApiPath<i64>,
+) -> HubResult<Response> {
+    Ok(Json(hub.store.request_cancel(id).await?).into_response())
+}

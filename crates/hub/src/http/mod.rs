@@ -1,0 +1,281 @@
+//! The JSON HTTP API (axum), as a library: [`router`] or [`RouterBuilder`]
+//! give a `Router` to serve or to drive in tests. One file per resource.
+//!
+//! Every error is a [`HubError`] rendered by the one table in
+//! [`crate::error`]: `{"error": {"message", "type", "code"}}`. Extractors
+//! ([`ApiJson`], [`ApiPath`], [`ApiQuery`]) turn axum's rejections into the
+//! same body. With an API token configured, every route but `/health` needs
+//! `Authorization: Bearer <token>` (compared in constant time).
+//!
+//! | route | methods |
+//! |---|---|
+//! | `/health` | GET: status, version, database backend (no token needed) |
+//! | `/api/models` | GET `?name_contains=&tag=&limit=&offset=`, POST `{name, description?, tags?}` |
+//! | `/api/models/{name}` | GET (with versions and aliases), PATCH `{description?, tags?}`, DELETE (409 while versions exist) |
+//! | `/api/models/{name}/versions` | GET `?status=`, POST `{path, link?, description?, tags?, alias?}` (a folder inside the import root) |
+//! | `/api/models/{name}/versions/{v}` | GET (files, lineage, base version), PATCH (description/tags; content only while registering) — `v` = number, `vN`, `latest` or alias |
+//! | `/api/models/{name}/versions/{v}/archive`, `…/restore` | POST |
+//! | `/api/models/{name}/aliases` | GET |
+//! | `/api/models/{name}/aliases/{alias}` | PUT `{version}`, DELETE |
+//! | `/api/datasets` | GET `?name=`, POST `{name, path, description?}` (201 new, 200 same content) |
+//! | `/api/datasets/{name}` | GET `?version=` |
+//! | `/api/jobs` | GET `?state=&limit=&offset=`, POST (see [`crate::training::SubmitJob`]) |
+//! | `/api/jobs/{id}` | GET (with runs) |
+//! | `/api/jobs/{id}/cancel` | POST |
+//! | `/api/runs/{id}` | GET (with metric keys and latest values) |
+//! | `/api/runs/{id}/metrics` | GET `?key=&from=&to=` (steps, inclusive) |
+//!
+//! Model names may contain `/`: send it percent-encoded (`org%2Fname`).
+
+mod datasets;
+mod health;
+mod jobs;
+mod models;
+mod runs;
+mod versions;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+use crate::error::HubError;
+use crate::service::Hub;
+
+/// The router over `hub` with default settings (body limit and token from
+/// the hub's configuration).
+pub fn router(hub: Hub) -> Router {
+    RouterBuilder::new(hub).build()
+}
+
+/// Builds the API router.
+#[derive(Debug, Clone)]
+pub struct RouterBuilder {
+    hub: Hub,
+    body_limit: usize,
+    api_token: Option<Secret>,
+}
+
+impl RouterBuilder {
+    pub fn new(hub: Hub) -> Self {
+        RouterBuilder {
+            body_limit: hub.config.max_body_bytes,
+            api_token: hub.config.api_token.clone(),
+            hub,
+        }
+    }
+
+    /// Largest accepted request body, in bytes.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Requires this bearer token on every route but `/health`.
+    pub fn api_token(mut self, token: Option<Secret>) -> Self {
+        self.api_token = token;
+        self
+    }
+
+    pub fn build(self) -> Router {
+        let api = Router::new()
+            .route("/health", get(health::health))
+            .route("/api/models", get(models::list).post(models::create))
+            .route(
+                "/api/models/{name}",
+                get(models::show)
+                    .patch(models::update)
+                    .delete(models::delete),
+            )
+            .route(
+                "/api/models/{name}/versions",
+                get(versions::list).post(versions::register),
+            )
+            .route(
+                "/api/models/{name}/versions/{version}",
+                get(versions::show).patch(versions::update),
+            )
+            .route(
+                "/api/models/{name}/versions/{version}/archive",
+                post(versions::archive),
+            )
+            .route(
+                "/api/models/{name}/versions/{version}/restore",
+                post(versions::restore),
+            )
+            .route("/api/models/{name}/aliases", get(versions::list_aliases))
+            .route(
+                "/api/models/{name}/aliases/{alias}",
+                put(versions::set_alias).delete(versions::remove_alias),
+            )
+            .route(
+                "/api/datasets",
+                get(datasets::list).post(datasets::register),
+            )
+            .route("/api/datasets/{name}", get(datasets::show))
+            .route("/api/jobs", get(jobs::list).post(jobs::submit))
+            .route("/api/jobs/{id}", get(jobs::show))
+            .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+            .route("/api/runs/{id}", get(runs::show))
+            .route("/api/runs/{id}/metrics", get(runs::metrics))
+            .fallback(route_not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(self.body_limit));
+        let auth = AuthState {
+            token_hash: self
+                .api_token
+                .as_ref()
+                .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
+        };
+        api.layer(middleware::from_fn_with_state(auth, require_token))
+            .with_state(self.hub)
+    }
+}
+
+#[derive(Clone)]
+struct AuthState {
+    /// sha256 of the token (fixed length, so the comparison is constant-time
+    /// whatever the length of what the client sent).
+    token_hash: Option<[u8; 32]>,
+}
+
+async fn require_token(State(auth): State<AuthState>, req: Request, next: Next) -> Response {
+    let Some(expected) = auth.token_hash else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let err = match given {
+        None => HubError::Unauthorized {
+            code: "missing_token",
+            message: "this hub requires an API token: send `Authorization: Bearer <token>`".into(),
+        },
+        Some(t) => {
+            let h: [u8; 32] = Sha256::digest(t.as_bytes()).into();
+            if bool::from(h.ct_eq(&expected)) {
+                return next.run(req).await;
+            }
+            HubError::Unauthorized {
+                code: "invalid_token",
+                message: "the API token is not valid".into(),
+            }
+        }
+    };
+    let mut resp = err.into_response();
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+async fn route_not_found(method: Method, uri: Uri) -> HubError {
+    HubError::RouteNotFound {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> HubError {
+    HubError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+impl IntoResponse for HubError {
+    fn into_response(self) -> Response {
+        let (status, _, _) = self.classify();
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (status, Json(serde_json::json!({ "error": self.body() }))).into_response()
+    }
+}
+
+/// JSON body extractor whose rejections are [`HubError`]s.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(HubError))]
+pub struct ApiJson<T>(pub T);
+
+/// Path extractor whose rejections are [`HubError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(HubError))]
+pub struct ApiPath<T>(pub T);
+
+/// Query extractor whose rejections are [`HubError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(HubError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<JsonRejection> for HubError {
+    fn from(r: JsonRejection) -> Self {
+        let text = r.body_text();
+        match r.status().as_u16() {
+            413 => HubError::PayloadTooLarge(text),
+            415 => HubError::UnsupportedMediaType(text),
+            422 => HubError::UnprocessableBody { message: text },
+            _ if text.contains("length limit") => HubError::PayloadTooLarge(text),
+            _ if matches!(r, JsonRejection::JsonSyntaxError(_)) => HubError::BadRequest {
+                code: "malformed_json",
+                message: text,
+            },
+            _ => HubError::BadRequest {
+                code: "bad_request",
+                message: text,
+            },
+        }
+    }
+}
+
+impl From<PathRejection> for HubError {
+    fn from(r: PathRejection) -> Self {
+        HubError::BadRequest {
+            code: "invalid_path_parameter",
+            message: r.body_text(),
+        }
+    }
+}
+
+impl From<QueryRejection> for HubError {
+    fn from(r: QueryRejection) -> Self {
+        HubError::BadRequest {
+            code: "invalid_query",
+            message: r.body_text(),
+        }
+    }
+}
+
+/// Runs `work` on its own task, so it finishes even when the request's
+/// future is dropped (client gone): multi-step writes are never cut short.
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = crate::error::HubResult<T>> + Send + 'static,
+) -> crate::error::HubResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| HubError::Internal(format!("request task failed: {e}")))?
+}
+
+/// `201 Created` with a JSON body.
+pub(crate) fn created<T: serde::Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+pub(crate) fn default_limit() -> i64 {
+    100
+}

@@ -1,0 +1,79 @@
+//! [`Hub`]: the service façade the HTTP API and the CLI share: the metadata
+//! store, the artifact store and the configuration.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::artifacts::LocalArtifactStore;
+use crate::config::HubConfig;
+use crate::error::{HubError, HubResult};
+use crate::store::{Store, StoreOptions};
+
+/// The hub's services. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    pub store: Store,
+    pub artifacts: LocalArtifactStore,
+    pub config: Arc<HubConfig>,
+}
+
+impl Hub {
+    /// Opens the hub described by `config`: creates the data directory,
+    /// connects to the database, applies migrations, opens the artifact store
+    /// (which removes temporary files left by dead processes).
+    pub async fn open(config: HubConfig) -> HubResult<Hub> {
+        Self::open_with(config, StoreOptions::default()).await
+    }
+
+    pub async fn open_with(config: HubConfig, options: StoreOptions) -> HubResult<Hub> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            HubError::Config(format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let store = Store::connect_with(&config.database_url, options).await?;
+        store.migrate().await?;
+        Self::with_store(config, store)
+    }
+
+    /// A hub over an already-connected (and migrated) store.
+    pub fn with_store(config: HubConfig, store: Store) -> HubResult<Hub> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            HubError::Config(format!(
+                "cannot create the data directory {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
+        let artifacts = LocalArtifactStore::open(&config.data_dir)?;
+        std::fs::create_dir_all(datasets_dir(&config))
+            .map_err(|e| HubError::Config(format!("cannot create the datasets directory: {e}")))?;
+        Ok(Hub {
+            store,
+            artifacts,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The import root, created when missing (folders registered over HTTP
+    /// must lie inside it).
+    pub fn import_root(&self) -> HubResult<PathBuf> {
+        let root = &self.config.import_root;
+        std::fs::create_dir_all(root).map_err(|e| {
+            HubError::Config(format!(
+                "cannot create the import root {}: {e}",
+                root.display()
+            ))
+        })?;
+        Ok(root.clone())
+    }
+
+    /// Where registered datasets are copied (`<data-dir>/datasets/<hash>/`).
+    pub fn datasets_dir(&self) -> PathBuf {
+        datasets_dir(&self.config)
+    }
+}
+
+fn datasets_dir(config: &HubConfig) -> PathBuf {
+    config.data_dir.join("datasets")
+}

@@ -1,0 +1,253 @@
+//! Submitting training jobs: the request, mlx-lm's hyperparameter defaults
+//! (`mlx_lm.lora`'s `CONFIG_DEFAULTS`) and the checks made before a job is
+//! queued (base version exists and is ready, dataset exists, values in range).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HubError, HubResult};
+use crate::service::Hub;
+use crate::store::{Job, JobKind, NewJob, StoreError, VersionStatus};
+
+/// LoRA parameters (mlx-lm: rank 8, dropout 0.0, scale 20.0).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraParameters {
+    pub rank: u32,
+    pub dropout: f64,
+    pub scale: f64,
+}
+
+impl Default for LoraParameters {
+    fn default() -> Self {
+        LoraParameters {
+            rank: 8,
+            dropout: 0.0,
+            scale: 20.0,
+        }
+    }
+}
+
+/// Training hyperparameters, named and defaulted as in `mlx_lm.lora`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `lora`, `dora` or `full`.
+    pub fine_tune_type: String,
+    /// `adam`, `adamw`, `sgd`, `adafactor`.
+    pub optimizer: String,
+    pub seed: u64,
+    /// Blocks to adapt, counted from the last; -1 for all.
+    pub num_layers: i64,
+    pub batch_size: u32,
+    pub iters: u32,
+    pub val_batches: i64,
+    pub learning_rate: f64,
+    pub steps_per_report: u32,
+    pub steps_per_eval: u32,
+    pub save_every: u32,
+    pub max_seq_length: u32,
+    pub grad_checkpoint: bool,
+    pub mask_prompt: bool,
+    pub lora_parameters: LoraParameters,
+    /// Also produce a fused model (hub extension).
+    pub fuse: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            fine_tune_type: "lora".into(),
+            optimizer: "adam".into(),
+            seed: 0,
+            num_layers: 16,
+            batch_size: 4,
+            iters: 1000,
+            val_batches: 25,
+            learning_rate: 1e-5,
+            steps_per_report: 10,
+            steps_per_eval: 200,
+            save_every: 100,
+            max_seq_length: 2048,
+            grad_checkpoint: false,
+            mask_prompt: false,
+            lora_parameters: LoraParameters::default(),
+            fuse: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Range checks; errors name the field (`config.<field>`).
+    pub fn validate(&self) -> HubResult<()> {
+        let bad = |field: &'static str, m: &str| Err(HubError::invalid(field, m.to_string()));
+        if !matches!(self.fine_tune_type.as_str(), "lora" | "dora" | "full") {
+            return bad("config.fine_tune_type", "must be one of lora, dora, full");
+        }
+        if !matches!(
+            self.optimizer.as_str(),
+            "adam" | "adamw" | "sgd" | "adafactor"
+        ) {
+            return bad(
+                "config.optimizer",
+                "must be one of adam, adamw, sgd, adafactor",
+            );
+        }
+        if self.num_layers < -1 || self.num_layers == 0 {
+            return bad(
+                "config.num_layers",
+                "must be positive, or -1 for all layers",
+            );
+        }
+        if self.batch_size == 0 || self.batch_size > 4096 {
+            return bad("config.batch_size", "must be between 1 and 4096");
+        }
+        if self.iters == 0 {
+            return bad("config.iters", "must be at least 1");
+        }
+        if self.val_batches < -1 {
+            return bad("config.val_batches", "must be -1 (all) or more");
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate < 1.0)
+        {
+            return bad("config.learning_rate", "must be a number in (0, 1)");
+        }
+        if self.steps_per_report == 0 || self.steps_per_eval == 0 || self.save_every == 0 {
+            return bad(
+                "config.steps_per_report",
+                "steps_per_report, steps_per_eval and save_every must be at least 1",
+            );
+        }
+        if self.max_seq_length < 8 || self.max_seq_length > 1 << 20 {
+            return bad("config.max_seq_length", "must be between 8 and 1048576");
+        }
+        let l = &self.lora_parameters;
+        if l.rank == 0 || l.rank > 4096 {
+            return bad("config.lora_parameters.rank", "must be between 1 and 4096");
+        }
+        if !(l.dropout.is_finite() && (0.0..1.0).contains(&l.dropout)) {
+            return bad("config.lora_parameters.dropout", "must be in [0, 1)");
+        }
+        if !l.scale.is_finite() {
+            return bad("config.lora_parameters.scale", "must be a finite number");
+        }
+        Ok(())
+    }
+}
+
+fn default_version() -> String {
+    "latest".into()
+}
+
+fn default_attempts() -> i64 {
+    3
+}
+
+/// `POST /api/jobs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitJob {
+    /// Only `train` for now.
+    #[serde(default = "default_kind")]
+    pub kind: JobKind,
+    /// Name of the base model.
+    pub base_model: String,
+    /// `3`, `v3`, `latest` or an alias (default `latest`).
+    #[serde(default = "default_version")]
+    pub base_version: String,
+    /// Name of the dataset.
+    pub dataset: String,
+    /// Dataset version (default: the newest).
+    #[serde(default)]
+    pub dataset_version: Option<i64>,
+    #[serde(default)]
+    pub config: TrainConfig,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: i64,
+    #[serde(default)]
+    pub priority: i64,
+}
+
+fn default_kind() -> JobKind {
+    JobKind::Train
+}
+
+impl Hub {
+    /// Validates and enqueues a training job. The stored config is the full
+    /// resolved one (defaults filled in, base and dataset named and numbered).
+    pub async fn submit_job(&self, req: &SubmitJob) -> HubResult<Job> {
+        if req.kind != JobKind::Train {
+            return Err(HubError::invalid(
+                "kind",
+                "only train jobs can be submitted for now",
+            ));
+        }
+        req.config.validate()?;
+        if !(1..=100).contains(&req.max_attempts) {
+            return Err(HubError::invalid(
+                "max_attempts",
+                "must be between 1 and 100",
+            ));
+        }
+        let model = self
+            .store
+            .get_model_by_name(&req.base_model)
+            .await
+            .map_err(|e| refers("base_model", e))?;
+        let version = self
+            .store
+            .resolve_version(model.id, &req.base_version)
+            .await
+            .map_err(|e| refers("base_version", e))?;
+        if version.status != VersionStatus::Ready {
+            return Err(HubError::invalid(
+                "base_version",
+                format!(
+                    "version {} of {} is {}, not ready",
+                    version.number, model.name, version.status
+                ),
+            ));
+        }
+        let dataset = self
+            .store
+            .get_dataset_by_name(&req.dataset, req.dataset_version)
+            .await
+            .map_err(|e| refers("dataset", e))?;
+        if !dataset.splits.contains_key("train") {
+            return Err(HubError::invalid(
+                "dataset",
+                "the dataset has no train split",
+            ));
+        }
+        let config = serde_json::json!({
+            "base_model": model.name,
+            "base_version": version.number,
+            "base_version_id": version.id,
+            "dataset": dataset.name,
+            "dataset_version": dataset.version,
+            "dataset_hash": dataset.content_hash,
+            "train": req.config,
+        });
+        Ok(self
+            .store
+            .enqueue(&NewJob {
+                kind: req.kind,
+                config,
+                base_version_id: Some(version.id),
+                dataset_id: Some(dataset.id),
+                max_attempts: req.max_attempts,
+                priority: req.priority,
+            })
+            .await?)
+    }
+}
+
+/// A reference in a request body to something missing is a 422 naming the
+/// field, not a 404 of the endpoint.
+fn refers(field: &'static str, e: StoreError) -> HubError {
+    match e {
+        StoreError::NotFound { entity, key } => {
+            HubError::invalid(field, format!("{entity} {key} not found"))
+        }
+        e => e.into(),
+    }
+}
