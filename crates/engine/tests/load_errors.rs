@@ -77,7 +77,7 @@ fn header_that_lies_about_sizes_is_an_error() {
     let name = name.clone();
     info["data_offsets"][1] = serde_json::json!(bytes.len() * 4);
     let mut text = serde_json::to_vec(&header).unwrap();
-    while (text.len() + 8) % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
