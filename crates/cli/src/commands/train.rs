@@ -8,8 +8,8 @@ use engine::models::Llama;
 use engine::nn::Adapt;
 use engine::tokenizer::Tokenizer;
 use engine::train::{
-    AdapterSpec, DataOptions, FineTuneType, LoraParameters, NumpyRng, OptimizerKind, Schedule,
-    TrainConfig, TrainEvent, evaluate, load_dataset, train,
+    AdapterSpec, DataOptions, FineTuneType, GradOptions, LoraParameters, NumpyRng, OptimizerKind,
+    Schedule, TrainConfig, TrainEvent, evaluate, load_dataset, train_with,
 };
 use serde_json::json;
 
@@ -78,6 +78,16 @@ pub struct Args {
     lora_keys: Option<Vec<String>>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Accumulate the gradients of this many batches per optimizer update.
+    #[arg(long, default_value_t = 1)]
+    grad_accumulation_steps: usize,
+    /// Clip gradients to this global norm before every update.
+    #[arg(long)]
+    grad_clip: Option<f32>,
+    /// Fresh weights from the model folder's config.json (mlx-lm's initialisation,
+    /// seeded by --seed) instead of its trained weights.
+    #[arg(long)]
+    from_scratch: bool,
     /// Run the training step eagerly instead of compiling it with MLX.
     #[arg(long)]
     no_compile: bool,
@@ -145,8 +155,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
-    let model = Llama::load(&args.model)
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let model = if args.from_scratch {
+        let config = engine::config::ModelConfig::from_dir(&args.model)
+            .with_context(|| format!("reading {}/config.json", args.model.display()))?;
+        engine::train::llama_from_config_random(config, args.seed)?
+    } else {
+        Llama::load(&args.model)
+            .with_context(|| format!("loading model {}", args.model.display()))?
+    };
     let tokenizer = Tokenizer::from_dir(&args.model)
         .with_context(|| format!("loading tokenizer of {}", args.model.display()))?;
     let data = load_dataset(
@@ -219,7 +235,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         compile: !args.no_compile,
     };
     let as_json = args.json;
-    let outcome = train(&model, &data, &cfg, None, &mut |e| print_event(e, as_json))?;
+    let grad = GradOptions {
+        grad_clip: args.grad_clip,
+        grad_accumulation_steps: args.grad_accumulation_steps,
+    };
+    let outcome = train_with(&model, &data, &cfg, &grad, None, &mut |e| {
+        print_event(e, as_json)
+    })?;
     if let Some(test) = data.test.as_ref().filter(|_| args.test) {
         let adapt = Adapt {
             params: Some(&outcome.params),

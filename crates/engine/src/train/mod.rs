@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod data;
 pub mod optim;
+pub mod scratch;
 pub mod trainer;
 
 use std::path::PathBuf;
@@ -17,7 +18,11 @@ pub use data::{
     Batch, BatchPlan, DataFormat, DataKeys, DataOptions, Dataset, NumpyRng, Split, load_dataset,
 };
 pub use optim::{Optimizer, OptimizerKind, Schedule};
-pub use trainer::{TrainConfig, TrainEvent, TrainOutcome, default_loss, evaluate, train};
+pub use scratch::{llama_from_config_random, random_weights};
+pub use trainer::{
+    GradOptions, TrainConfig, TrainEvent, TrainOutcome, clip_grad_norm, default_loss, evaluate,
+    train, train_with,
+};
 
 /// Everything that can go wrong preparing or running a training job.
 #[derive(Debug, thiserror::Error)]

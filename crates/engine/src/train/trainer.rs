@@ -243,8 +243,75 @@ pub fn train(
     cancel: Option<&AtomicBool>,
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<TrainOutcome> {
+    train_with(model, data, cfg, &GradOptions::default(), cancel, on_event)
+}
+
+/// How gradients become updates: mlx-lm's `--grad-accumulation-steps` (every
+/// iteration is one micro-batch of `batch_size` rows; the optimizer steps every
+/// `grad_accumulation_steps` iterations with the mean of their gradients), and
+/// clipping by global norm (`mlx.optimizers.clip_grad_norm`, applied to the
+/// gradient the optimizer receives).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradOptions {
+    pub grad_clip: Option<f32>,
+    pub grad_accumulation_steps: usize,
+}
+
+impl Default for GradOptions {
+    fn default() -> GradOptions {
+        GradOptions {
+            grad_clip: None,
+            grad_accumulation_steps: 1,
+        }
+    }
+}
+
+/// `mlx.optimizers.clip_grad_norm`: scales every gradient by
+/// `min(max_norm / (‖g‖ + 1e-6), 1)`, `‖g‖` the norm of all of them together.
+/// Returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut Params, max_norm: f32) -> mlx::Result<Array> {
+    let mut sq = Array::scalar(0.0f32)?;
+    for g in grads.values() {
+        let g32 = if g.dtype() == Dtype::Float16 {
+            g.as_type(Dtype::Float32)?
+        } else {
+            g.clone()
+        };
+        sq = sq.add(g32.square()?.sum(mlx::Axes::All, false)?)?;
+    }
+    let norm = sq.sqrt()?;
+    let normalizer = Array::scalar(max_norm)?
+        .divide(norm.add(1e-6f32)?)?
+        .minimum(1.0f32)?;
+    for g in grads.values_mut() {
+        *g = g.multiply(&normalizer)?.as_type(g.dtype())?;
+    }
+    Ok(norm)
+}
+
+/// [`train`] with gradient accumulation and clipping ([`GradOptions`]).
+pub fn train_with(
+    model: &Llama,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    grad: &GradOptions,
+    cancel: Option<&AtomicBool>,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<TrainOutcome> {
     if cfg.iters == 0 {
         return Err(TrainError::Invalid("iters must be at least 1".into()));
+    }
+    if grad.grad_accumulation_steps < 1 {
+        return Err(TrainError::Invalid(
+            "grad_accumulation_steps must be at least 1".into(),
+        ));
+    }
+    if let Some(c) = grad.grad_clip
+        && !(c >= 0.0 && c.is_finite())
+    {
+        return Err(TrainError::Invalid(format!(
+            "grad_clip must be a finite number >= 0, not {c}"
+        )));
     }
     let spec = &cfg.adapter;
     if spec.fine_tune_type == FineTuneType::Full && spec.lora.dropout > 0.0 {
@@ -281,7 +348,15 @@ pub fn train(
         truncated_examples: data.train.count_longer_than(cfg.max_seq_length),
     });
     if let Some(dir) = &cfg.adapter_path {
-        cfg.adapter_config().write(dir)?;
+        let mut ac = cfg.adapter_config();
+        ac.extra.insert(
+            "grad_accumulation_steps".into(),
+            grad.grad_accumulation_steps.into(),
+        );
+        if let Some(c) = grad.grad_clip {
+            ac.extra.insert("grad_clip".into(), (c as f64).into());
+        }
+        ac.write(dir)?;
     }
     let schedule = cfg
         .schedule
@@ -290,19 +365,22 @@ pub fn train(
     let mut opt = Optimizer::new(cfg.optimizer.clone(), schedule);
     opt.init(&params)?;
     // The step: loss, gradients and the optimizer update as one function of
-    // [params…, state…, lr, tokens, lengths] → [loss, ntoks, params…, state…],
-    // compiled with MLX (as mlx-lm's `@mx.compile` step) unless disabled or the
-    // update depends on the step number.
+    // [params…, state…, lr, tokens, lengths(, accumulated grads…)] →
+    // [loss, ntoks, params…, state…] (an update) or [loss, ntoks, grads…] (a
+    // micro-batch of gradient accumulation), compiled with MLX (as mlx-lm's
+    // `@mx.compile` step) unless disabled or the update depends on the step number.
     let names: Vec<String> = params.keys().cloned().collect();
     let (n, k) = (names.len(), opt.kind.state_len());
     let kind = opt.kind.clone();
+    let accum = grad.grad_accumulation_steps;
+    let clip = grad.grad_clip;
     let step_no = std::cell::Cell::new(0u64);
-    let step_fn = |xs: &[Array]| -> mlx::Result<Vec<Array>> {
+    let core = |xs: &[Array], has_prev: bool, do_update: bool| -> mlx::Result<Vec<Array>> {
         let to_mlx = |e: TrainError| mlx::Error::Mlx(e.to_string());
         let p: Params = names.iter().cloned().zip(xs[..n].iter().cloned()).collect();
         let rest = &xs[n + n * k..];
         let (lr, tokens, lengths) = (&rest[0], &rest[1], &rest[2]);
-        let (vals, grads) = mlx::value_and_grad(
+        let (vals, mut grads) = mlx::value_and_grad(
             |p: &Params, a: &[Array]| {
                 let (l, t) =
                     default_loss(model, &adapt_of(spec, p), &a[0], &a[1]).map_err(to_mlx)?;
@@ -311,7 +389,25 @@ pub fn train(
             &p,
             &[tokens.clone(), lengths.clone()],
         )?;
+        if has_prev {
+            for (i, name) in names.iter().enumerate() {
+                let g = grads[name].add(&rest[3 + i])?;
+                grads.insert(name.clone(), g);
+            }
+        }
         let mut outs = vals;
+        if !do_update {
+            outs.extend(names.iter().map(|name| grads[name].clone()));
+            return Ok(outs);
+        }
+        if accum > 1 {
+            for g in grads.values_mut() {
+                *g = g.div(accum as f32)?;
+            }
+        }
+        if let Some(max_norm) = clip {
+            clip_grad_norm(&mut grads, max_norm)?;
+        }
         let mut states = Vec::with_capacity(n * k);
         for (i, name) in names.iter().enumerate() {
             let st = &xs[n + i * k..n + (i + 1) * k];
@@ -324,13 +420,28 @@ pub fn train(
         outs.extend(states);
         Ok(outs)
     };
-    // (Dropout draws from the global key, which a compiled function would freeze.)
-    let mut compiled = if cfg.compile && !kind.uses_step() && spec.lora.dropout == 0.0 {
-        Some(mlx::compile(&step_fn, false)?)
-    } else {
-        None
+    let make = |has_prev: bool, do_update: bool| {
+        let core = &core;
+        move |xs: &[Array]| core(xs, has_prev, do_update)
     };
+    // (Dropout draws from the global key, which a compiled function would freeze.)
+    let compile = cfg.compile && !kind.uses_step() && spec.lora.dropout == 0.0;
+    // One compiled function per (has accumulated gradients, updates) variant.
+    let mut compiled = Vec::new();
+    for (has_prev, do_update) in [(false, true), (false, false), (true, false), (true, true)] {
+        let needed = if accum == 1 {
+            !has_prev && do_update
+        } else {
+            has_prev || !do_update
+        };
+        compiled.push(if compile && needed {
+            Some(mlx::compile(make(has_prev, do_update), false)?)
+        } else {
+            None
+        });
+    }
     let mut rng = NumpyRng::new(cfg.seed as u32);
+    let mut grad_acc: Option<Vec<Array>> = None;
 
     let mut out = TrainOutcome {
         params: Params::new(),
@@ -365,8 +476,15 @@ pub fn train(
             });
         }
         let tic = Instant::now();
-        let lr = opt.begin_step();
-        step_no.set(opt.step());
+        let do_update = it % accum == 0;
+        let has_prev = grad_acc.is_some();
+        let lr = if do_update {
+            let lr = opt.begin_step();
+            step_no.set(opt.step());
+            lr
+        } else {
+            opt.learning_rate()
+        };
         let mut inputs: Vec<Array> = params.values().cloned().collect();
         for name in &names {
             inputs.extend(opt.state_of(name).iter().cloned());
@@ -374,9 +492,18 @@ pub fn train(
         inputs.push(Array::scalar(lr)?);
         inputs.push(batch.tokens.clone());
         inputs.push(batch.lengths.clone());
-        let outs = match &mut compiled {
+        if let Some(prev) = grad_acc.take() {
+            inputs.extend(prev);
+        }
+        let variant = match (has_prev, do_update) {
+            (false, true) => 0,
+            (false, false) => 1,
+            (true, false) => 2,
+            (true, true) => 3,
+        };
+        let outs = match &mut compiled[variant] {
             Some(c) => c.call(&inputs)?,
-            None => step_fn(&inputs)?,
+            None => core(&inputs, has_prev, do_update)?,
         };
         let mut outs = outs.into_iter();
         let (Some(loss_a), Some(toks_a)) = (outs.next(), outs.next()) else {
@@ -384,13 +511,19 @@ pub fn train(
                 "the training step returned no loss".into(),
             ));
         };
-        for name in &names {
-            let p = outs.next().expect("one output per parameter");
-            params.insert(name.clone(), p);
-        }
-        for name in &names {
-            let st: Vec<Array> = outs.by_ref().take(k).collect();
-            opt.set_state(name, st);
+        if do_update {
+            for name in &names {
+                let p = outs.next().expect("one output per parameter");
+                params.insert(name.clone(), p);
+            }
+            for name in &names {
+                let st: Vec<Array> = outs.by_ref().take(k).collect();
+                opt.set_state(name, st);
+            }
+        } else {
+            let g: Vec<Array> = outs.collect();
+            mlx::eval(&g)?;
+            grad_acc = Some(g);
         }
         mlx::eval(params.values().chain(opt.state()).chain([&loss_a, &toks_a]))?;
         let loss = loss_a.item_f32()?;
