@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the hub: HTTP API over the registry, datasets, jobs and runs.
     Serve(commands::serve::Args),
+    /// Claim and run training jobs from the queue (several may share one database).
+    Worker(commands::worker::Args),
     /// Apply database migrations and exit.
     Migrate(commands::migrate::Args),
     /// Register and inspect models and their versions.
@@ -50,6 +52,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => commands::serve::run(args),
+        Command::Worker(args) => commands::worker::run(args),
         Command::Migrate(args) => commands::migrate::run(args),
         Command::Models(args) => commands::models::run(args),
         Command::Datasets(args) => commands::datasets::run(args),

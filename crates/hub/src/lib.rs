@@ -19,8 +19,10 @@ pub mod paths;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod serving;
 pub mod store;
 pub mod training;
+pub mod worker;
 
 pub use artifacts::{ArtifactStore, LocalArtifactStore, PutOutcome, Tier};
 pub use config::{ConfigOverrides, HubConfig};

@@ -15,6 +15,8 @@ pub struct Hub {
     pub store: Store,
     pub artifacts: LocalArtifactStore,
     pub config: Arc<HubConfig>,
+    /// Loaded models and their workers (inference).
+    pub serving: crate::serving::Pool,
 }
 
 impl Hub {
@@ -48,10 +50,17 @@ impl Hub {
         let artifacts = LocalArtifactStore::open(&config.data_dir)?;
         std::fs::create_dir_all(datasets_dir(&config))
             .map_err(|e| HubError::Config(format!("cannot create the datasets directory: {e}")))?;
+        let serving = crate::serving::Pool::new(
+            store.clone(),
+            artifacts.clone(),
+            &config.data_dir,
+            crate::serving::ServingConfig::from_env(),
+        );
         Ok(Hub {
             store,
             artifacts,
             config: Arc::new(config),
+            serving,
         })
     }
 

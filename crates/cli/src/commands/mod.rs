@@ -9,3 +9,4 @@ pub mod migrate;
 pub mod models;
 pub mod serve;
 pub mod train;
+pub mod worker;

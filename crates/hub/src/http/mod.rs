@@ -24,6 +24,8 @@
 //! | `/api/jobs/{id}/cancel` | POST |
 //! | `/api/runs/{id}` | GET (with metric keys and latest values) |
 //! | `/api/runs/{id}/metrics` | GET `?key=&from=&to=` (steps, inclusive) |
+//! | `/api/ps`, `/api/models/{name}/load`, `…/unload` | GET; POST; POST — the serving pool (see `openai`) |
+//! | `/v1/models`, `/v1/chat/completions`, `/v1/completions` | OpenAI-compatible (see `openai`) |
 //!
 //! Model names may contain `/`: send it percent-encoded (`org%2Fname`).
 
@@ -31,6 +33,7 @@ mod datasets;
 mod health;
 mod jobs;
 mod models;
+mod openai;
 mod runs;
 mod versions;
 
@@ -124,6 +127,13 @@ impl RouterBuilder {
             .route("/api/jobs/{id}/cancel", post(jobs::cancel))
             .route("/api/runs/{id}", get(runs::show))
             .route("/api/runs/{id}/metrics", get(runs::metrics))
+            .route("/api/ps", get(openai::ps::ps))
+            .route("/api/models/{name}/load", post(openai::ps::load))
+            .route("/api/models/{name}/unload", post(openai::ps::unload))
+            .route("/v1/models", get(openai::models::list))
+            .route("/v1/models/{*id}", get(openai::models::show))
+            .route("/v1/chat/completions", post(openai::chat::create))
+            .route("/v1/completions", post(openai::completions::create))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit));

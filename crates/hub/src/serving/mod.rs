@@ -1,0 +1,716 @@
+//! Serving: the pool of loaded models and their workers (first slice of the
+//! inference service).
+//!
+//! - [`Pool`]: only registered versions are served — a request names a model
+//!   (`name`, `name:3`, `name:alias`, `name@alias`), the store resolves it,
+//!   the version's files are materialised once as hard links by sha into
+//!   `<data-dir>/cache/models/<version-id>/` (no path from a request ever
+//!   reaches the file system), and a [`worker`] thread owns the model and its
+//!   tokenizer. Models load on first use, stay for their keep-alive (default
+//!   5 minutes; per request `keep_alive`: 0 unloads after the request, negative
+//!   keeps forever), and the least recently used idle models unload when a load
+//!   would pass the memory budget (estimate: the weight files' sizes). A model
+//!   larger than the budget is refused with the numbers.
+//! - Scheduling (first slice): each worker serves its FIFO queue one request at
+//!   a time; the queue is bounded and a full queue is a `503` with
+//!   `Retry-After`. Continuous batching is the follow-up (see [`worker`]).
+//!
+//! Configuration (environment only in this slice): `MLX_HUB_SERVING_MEMORY_BYTES`
+//! (default: 75% of physical memory, else 8 GiB), `MLX_HUB_SERVING_QUEUE`
+//! (waiting requests per model, default 64), `MLX_HUB_KEEP_ALIVE` (default `5m`).
+
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::artifacts::LocalArtifactStore;
+use crate::error::{ErrorBody, HubError};
+use crate::store::{Store, StoreError, VersionStatus};
+
+pub use worker::{Event, Job, Prompt, TokenOut};
+
+/// Default keep-alive of a loaded model.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
+/// Default bound on the waiting requests of one model.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 64;
+
+/// Settings of the pool.
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    /// Sum of the loaded models' weight sizes may not pass this.
+    pub memory_budget_bytes: u64,
+    pub keep_alive: KeepAlive,
+    /// Requests waiting per model (the running one not counted).
+    pub queue_capacity: usize,
+    /// `Retry-After` of a 503, in seconds.
+    pub retry_after_secs: u64,
+    /// How often expired models are looked for.
+    pub reap_interval: Duration,
+}
+
+impl Default for ServingConfig {
+    fn default() -> Self {
+        ServingConfig {
+            memory_budget_bytes: default_budget(),
+            keep_alive: KeepAlive::For(DEFAULT_KEEP_ALIVE),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            retry_after_secs: 1,
+            reap_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl ServingConfig {
+    /// Defaults overridden by `MLX_HUB_SERVING_MEMORY_BYTES`,
+    /// `MLX_HUB_SERVING_QUEUE` and `MLX_HUB_KEEP_ALIVE` (bad values are
+    /// ignored with a warning).
+    pub fn from_env() -> Self {
+        let mut c = ServingConfig::default();
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        if let Some(v) = var("MLX_HUB_SERVING_MEMORY_BYTES") {
+            match v.parse() {
+                Ok(n) => c.memory_budget_bytes = n,
+                Err(_) => {
+                    tracing::warn!(value = %v, "MLX_HUB_SERVING_MEMORY_BYTES is not a number")
+                }
+            }
+        }
+        if let Some(v) = var("MLX_HUB_SERVING_QUEUE") {
+            match v.parse() {
+                Ok(n) => c.queue_capacity = n,
+                Err(_) => tracing::warn!(value = %v, "MLX_HUB_SERVING_QUEUE is not a number"),
+            }
+        }
+        if let Some(v) = var("MLX_HUB_KEEP_ALIVE") {
+            match KeepAlive::parse(&serde_json::Value::String(v.clone())) {
+                Ok(k) => c.keep_alive = k,
+                Err(e) => tracing::warn!(value = %v, error = %e, "MLX_HUB_KEEP_ALIVE"),
+            }
+        }
+        c
+    }
+}
+
+fn default_budget() -> u64 {
+    const FALLBACK: u64 = 8 << 30;
+    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {
+        return FALLBACK;
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(FALLBACK, |kb| kb * 1024 / 4 * 3)
+}
+
+/// How long a model stays loaded after its last request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlive {
+    For(Duration),
+    Forever,
+}
+
+impl KeepAlive {
+    /// Ollama's forms: a number of seconds (negative = forever) or a string
+    /// `"300"`, `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"-1"`.
+    pub fn parse(v: &serde_json::Value) -> Result<KeepAlive, String> {
+        let secs = match v {
+            serde_json::Value::Number(n) => n.as_f64().ok_or("not a number")?,
+            serde_json::Value::String(s) => {
+                let s = s.trim();
+                let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+                    (n, 0.001)
+                } else if let Some(n) = s.strip_suffix('s') {
+                    (n, 1.0)
+                } else if let Some(n) = s.strip_suffix('m') {
+                    (n, 60.0)
+                } else if let Some(n) = s.strip_suffix('h') {
+                    (n, 3600.0)
+                } else {
+                    (s, 1.0)
+                };
+                num.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 5m, 1h, -1)"))?
+                    * scale
+            }
+            _ => return Err("must be a number of seconds or a duration string".into()),
+        };
+        if !secs.is_finite() {
+            return Err("must be finite".into());
+        }
+        if secs < 0.0 {
+            return Ok(KeepAlive::Forever);
+        }
+        Ok(KeepAlive::For(Duration::from_secs_f64(secs.min(1e9))))
+    }
+}
+
+/// An error of the serving layer: a [`HubError`] (rendered by the hub's error
+/// table) or one of the two serving-only statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum ServingError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    /// The queue (or the memory budget, held by busy models) is full: 503 with
+    /// `Retry-After`.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// The model can never fit in the memory budget: 503 without `Retry-After`.
+    #[error("{message}")]
+    InsufficientMemory { message: String },
+}
+
+impl From<StoreError> for ServingError {
+    fn from(e: StoreError) -> Self {
+        ServingError::Hub(e.into())
+    }
+}
+
+impl ServingError {
+    /// (HTTP status, type, code); [`HubError`]s go through its table.
+    pub fn classify(&self) -> (u16, &'static str, &'static str) {
+        match self {
+            ServingError::Hub(e) => e.classify(),
+            ServingError::Overloaded { .. } => (503, "unavailable", "server_overloaded"),
+            ServingError::InsufficientMemory { .. } => (503, "unavailable", "insufficient_memory"),
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        match self {
+            ServingError::Hub(e) => e.body(),
+            _ => {
+                let (_, kind, code) = self.classify();
+                ErrorBody {
+                    message: self.to_string(),
+                    kind: kind.into(),
+                    code: code.into(),
+                }
+            }
+        }
+    }
+}
+
+/// A request's model name split into the model and the version reference.
+pub fn parse_model_ref(s: &str) -> Result<(&str, &str), HubError> {
+    let s = s.trim();
+    let split = s.rfind([':', '@']);
+    let (name, vref) = match split {
+        Some(i) if i > 0 && i + 1 < s.len() => (&s[..i], &s[i + 1..]),
+        Some(_) => {
+            return Err(HubError::invalid(
+                "model",
+                format!("{s:?} is not `name`, `name:version` or `name@alias`"),
+            ));
+        }
+        None => (s, "latest"),
+    };
+    if name.is_empty() {
+        return Err(HubError::invalid("model", "the model name is empty"));
+    }
+    Ok((name, vref))
+}
+
+/// A loaded model as `GET /api/ps` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadedInfo {
+    /// `name:number`.
+    pub model: String,
+    pub name: String,
+    pub version: i64,
+    pub version_id: i64,
+    /// Estimate: the weight files' sizes.
+    pub size_bytes: u64,
+    pub loaded_at_ms: i64,
+    /// When it unloads if no request comes; `null`: never (or busy).
+    pub expires_at_ms: Option<i64>,
+    /// Running plus waiting requests.
+    pub active_requests: usize,
+}
+
+struct Entry {
+    name: String,
+    version: i64,
+    version_id: i64,
+    size_bytes: u64,
+    loaded_at_ms: i64,
+    worker: Arc<worker::Worker>,
+}
+
+impl Entry {
+    fn info(&self) -> LoadedInfo {
+        let active = self.worker.active();
+        let expires_at_ms = match (active, self.worker.keep_alive()) {
+            (0, KeepAlive::For(d)) => {
+                let idle = self.worker.last_used().elapsed();
+                Some(now_ms() + d.as_millis() as i64 - idle.as_millis() as i64)
+            }
+            _ => None,
+        };
+        LoadedInfo {
+            model: format!("{}:{}", self.name, self.version),
+            name: self.name.clone(),
+            version: self.version,
+            version_id: self.version_id,
+            size_bytes: self.size_bytes,
+            loaded_at_ms: self.loaded_at_ms,
+            expires_at_ms,
+            active_requests: active,
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.worker.active() == 0
+            && match self.worker.keep_alive() {
+                KeepAlive::For(d) => now.duration_since(self.worker.last_used()) >= d,
+                KeepAlive::Forever => false,
+            }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Inner {
+    store: Store,
+    artifacts: LocalArtifactStore,
+    cache_dir: PathBuf,
+    config: ServingConfig,
+    /// Loaded models by version id.
+    loaded: Mutex<HashMap<i64, Entry>>,
+    /// Serialises loads (budget accounting, one materialisation at a time).
+    load_lock: tokio::sync::Mutex<()>,
+    reaper_started: AtomicBool,
+}
+
+/// The pool of loaded models. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("config", &self.inner.config)
+            .field("loaded", &self.loaded_count())
+            .finish()
+    }
+}
+
+/// A reserved slot on a model's worker: the request counts as active until
+/// it is submitted and finished (or the reservation is dropped).
+pub struct Reservation {
+    worker: Arc<worker::Worker>,
+    retry_after_secs: u64,
+    pub model: String,
+    submitted: bool,
+}
+
+impl Reservation {
+    /// Queues `job`; a full queue is [`ServingError::Overloaded`].
+    pub fn submit(mut self, job: Job) -> Result<(), ServingError> {
+        match self.worker.try_send(job) {
+            Ok(()) => {
+                self.submitted = true;
+                Ok(())
+            }
+            Err(worker::SendError::Full) => Err(ServingError::Overloaded {
+                message: format!(
+                    "model {} has {} requests waiting, the most it queues; retry later",
+                    self.model,
+                    self.worker.queue_capacity()
+                ),
+                retry_after_secs: self.retry_after_secs,
+            }),
+            Err(worker::SendError::Gone) => Err(HubError::Internal(format!(
+                "the worker of model {} has stopped",
+                self.model
+            ))
+            .into()),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // a submitted job is released by the worker when it finishes
+        if !self.submitted {
+            self.worker.release();
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(
+        store: Store,
+        artifacts: LocalArtifactStore,
+        data_dir: &Path,
+        config: ServingConfig,
+    ) -> Pool {
+        Pool {
+            inner: Arc::new(Inner {
+                store,
+                artifacts,
+                cache_dir: data_dir.join("cache").join("models"),
+                config,
+                loaded: Mutex::new(HashMap::new()),
+                load_lock: tokio::sync::Mutex::new(()),
+                reaper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ServingConfig {
+        &self.inner.config
+    }
+
+    fn loaded_count(&self) -> usize {
+        self.inner.loaded.lock().map_or(0, |m| m.len())
+    }
+
+    /// Loaded models, most recently used first.
+    pub fn ps(&self) -> Vec<LoadedInfo> {
+        let map = self.inner.loaded.lock().expect("pool lock");
+        let mut v: Vec<(&Entry, Instant)> =
+            map.values().map(|e| (e, e.worker.last_used())).collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.1));
+        v.into_iter().map(|(e, _)| e.info()).collect()
+    }
+
+    /// Resolves `model` to a registered, ready version.
+    pub async fn resolve(
+        &self,
+        model: &str,
+    ) -> Result<(crate::store::Model, crate::store::ModelVersion), ServingError> {
+        let (name, vref) = parse_model_ref(model)?;
+        let m = self.inner.store.get_model_by_name(name).await?;
+        let v = self.inner.store.resolve_version(m.id, vref).await?;
+        if v.status != VersionStatus::Ready {
+            return Err(HubError::invalid(
+                "model",
+                format!(
+                    "version {} of model {} is {}, not ready",
+                    v.number,
+                    m.name,
+                    v.status.as_str()
+                ),
+            )
+            .into());
+        }
+        Ok((m, v))
+    }
+
+    /// Loads `model` (when not loaded) and reserves a request slot on it.
+    pub async fn reserve(
+        &self,
+        model: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Reservation, ServingError> {
+        let (m, v) = self.resolve(model).await?;
+        let label = format!("{}:{}", m.name, v.number);
+        let worker = self.load_version(&m.name, &v, keep_alive).await?;
+        Ok(Reservation {
+            worker,
+            retry_after_secs: self.inner.config.retry_after_secs,
+            model: label,
+            submitted: false,
+        })
+    }
+
+    /// `POST /api/models/{name}/load`.
+    pub async fn load(
+        &self,
+        model: &str,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<LoadedInfo, ServingError> {
+        let r = self.reserve(model, keep_alive).await?;
+        let id = r.worker.version_id();
+        drop(r);
+        let map = self.inner.loaded.lock().expect("pool lock");
+        map.get(&id)
+            .map(Entry::info)
+            .ok_or_else(|| HubError::Internal("the model unloaded while loading".into()).into())
+    }
+
+    /// `POST /api/models/{name}/unload`: the resolved version's entry, if it
+    /// was loaded. Running and queued requests still finish; the model's
+    /// memory is freed after them.
+    pub async fn unload(&self, model: &str) -> Result<Option<LoadedInfo>, ServingError> {
+        let (_, v) = self.resolve(model).await?;
+        let mut map = self.inner.loaded.lock().expect("pool lock");
+        Ok(map.remove(&v.id).map(|e| e.info()))
+    }
+
+    async fn load_version(
+        &self,
+        name: &str,
+        v: &crate::store::ModelVersion,
+        keep_alive: Option<KeepAlive>,
+    ) -> Result<Arc<worker::Worker>, ServingError> {
+        if let Some(w) = self.hit(v.id, keep_alive) {
+            return Ok(w);
+        }
+        self.start_reaper();
+        let _guard = self.inner.load_lock.lock().await;
+        if let Some(w) = self.hit(v.id, keep_alive) {
+            return Ok(w);
+        }
+        let files = self.inner.store.version_files(v.id).await?;
+        let weights: u64 = files
+            .iter()
+            .filter(|f| f.path.ends_with(".safetensors"))
+            .map(|f| f.size_bytes.max(0) as u64)
+            .sum();
+        let size = if weights > 0 {
+            weights
+        } else {
+            files.iter().map(|f| f.size_bytes.max(0) as u64).sum()
+        };
+        let budget = self.inner.config.memory_budget_bytes;
+        if size > budget {
+            return Err(ServingError::InsufficientMemory {
+                message: format!(
+                    "model {name}:{} needs about {size} bytes of weights, more than the \
+                     memory budget of {budget} bytes",
+                    v.number
+                ),
+            });
+        }
+        self.make_room(size, budget)?;
+
+        let artifacts = self.inner.artifacts.clone();
+        let dir = self.inner.cache_dir.join(v.id.to_string());
+        let uri = v.artifact_uri.clone();
+        let dir2 = dir.clone();
+        tokio::task::spawn_blocking(move || materialise(&artifacts, &dir2, &files, uri.as_deref()))
+            .await
+            .map_err(|e| HubError::Internal(format!("materialise task failed: {e}")))??;
+
+        let keep = keep_alive.unwrap_or(self.inner.config.keep_alive);
+        let label = format!("{name}:{}", v.number);
+        let worker =
+            worker::Worker::spawn(label, v.id, dir, self.inner.config.queue_capacity, keep).await?;
+        // another load may have happened meanwhile only through this lock
+        let mut map = self.inner.loaded.lock().expect("pool lock");
+        worker.acquire();
+        map.insert(
+            v.id,
+            Entry {
+                name: name.to_string(),
+                version: v.number,
+                version_id: v.id,
+                size_bytes: size,
+                loaded_at_ms: now_ms(),
+                worker: worker.clone(),
+            },
+        );
+        Ok(worker)
+    }
+
+    /// A loaded worker with a slot reserved, its keep-alive updated.
+    fn hit(&self, id: i64, keep_alive: Option<KeepAlive>) -> Option<Arc<worker::Worker>> {
+        let map = self.inner.loaded.lock().expect("pool lock");
+        let e = map.get(&id)?;
+        e.worker.acquire();
+        if let Some(k) = keep_alive {
+            e.worker.set_keep_alive(k);
+        }
+        Some(e.worker.clone())
+    }
+
+    /// Unloads least-recently-used idle models until `size` more bytes fit.
+    fn make_room(&self, size: u64, budget: u64) -> Result<(), ServingError> {
+        let mut map = self.inner.loaded.lock().expect("pool lock");
+        loop {
+            let used: u64 = map.values().map(|e| e.size_bytes).sum();
+            if used + size <= budget {
+                return Ok(());
+            }
+            let victim = map
+                .values()
+                .filter(|e| e.worker.active() == 0)
+                .min_by_key(|e| e.worker.last_used())
+                .map(|e| e.version_id);
+            match victim {
+                Some(id) => {
+                    if let Some(e) = map.remove(&id) {
+                        tracing::info!(model = %e.info().model, "unloading (memory budget)");
+                    }
+                }
+                None => {
+                    return Err(ServingError::Overloaded {
+                        message: format!(
+                            "loading needs {size} bytes but {used} of the {budget}-byte memory \
+                             budget are held by models serving requests; retry later"
+                        ),
+                        retry_after_secs: self.inner.config.retry_after_secs,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Starts the keep-alive reaper (once, on the first load; needs a tokio runtime).
+    fn start_reaper(&self) {
+        if self.inner.reaper_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let every = self.inner.config.reap_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let now = Instant::now();
+                let mut map = inner.loaded.lock().expect("pool lock");
+                let expired: Vec<i64> = map
+                    .values()
+                    .filter(|e| e.expired(now))
+                    .map(|e| e.version_id)
+                    .collect();
+                for id in expired {
+                    if let Some(e) = map.remove(&id) {
+                        tracing::info!(model = %e.info().model, "unloading (keep-alive expired)");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Hard-links (or copies) the version's files into `dir`, once: a finished
+/// folder carries a `.complete` marker; it is built beside and renamed.
+fn materialise(
+    artifacts: &LocalArtifactStore,
+    dir: &Path,
+    files: &[crate::store::VersionFile],
+    artifact_uri: Option<&str>,
+) -> Result<(), HubError> {
+    if dir.join(".complete").is_file() {
+        return Ok(());
+    }
+    let parent = dir.parent().expect("cache dir has a parent");
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
+        std::process::id(),
+        now_ms()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let result = (|| -> Result<(), HubError> {
+        for f in files {
+            let rel = Path::new(&f.path);
+            if rel.is_absolute()
+                || rel
+                    .components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(HubError::Internal(format!(
+                    "version file path {:?} is not a plain relative path",
+                    f.path
+                )));
+            }
+            let dest = tmp.join(rel);
+            if let Some(p) = dest.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            let src = match artifacts.locate_sync(&f.sha256)? {
+                Some(tier) => artifacts.blob_path(tier, &f.sha256),
+                None => {
+                    // a linked version: the files stay in the registered folder
+                    let Some(base) = artifact_uri.and_then(|u| u.strip_prefix("file://")) else {
+                        return Err(StoreError::NotFound {
+                            entity: "artifact",
+                            key: f.sha256.clone(),
+                        }
+                        .into());
+                    };
+                    let src = Path::new(base).join(rel);
+                    let len = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(u64::MAX);
+                    if len != f.size_bytes as u64 {
+                        return Err(HubError::Internal(format!(
+                            "{} changed since it was registered (size {len}, recorded {})",
+                            src.display(),
+                            f.size_bytes
+                        )));
+                    }
+                    src
+                }
+            };
+            if std::fs::hard_link(&src, &dest).is_err() {
+                std::fs::copy(&src, &dest)?;
+            }
+        }
+        std::fs::write(tmp.join(".complete"), b"")?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    match std::fs::rename(&tmp, dir) {
+        Ok(()) => Ok(()),
+        Err(_) if dir.join(".complete").is_file() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(())
+        }
+        Err(_) => {
+            // a stale, incomplete folder: replace it
+            std::fs::remove_dir_all(dir)?;
+            std::fs::rename(&tmp, dir)?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn model_refs() {
+        assert_eq!(parse_model_ref("llama").unwrap(), ("llama", "latest"));
+        assert_eq!(parse_model_ref("llama:3").unwrap(), ("llama", "3"));
+        assert_eq!(
+            parse_model_ref("org/llama@prod").unwrap(),
+            ("org/llama", "prod")
+        );
+        assert!(parse_model_ref("llama:").is_err());
+        assert!(parse_model_ref(":3").is_err());
+    }
+
+    #[test]
+    fn keep_alive_forms() {
+        let d = |s| KeepAlive::For(Duration::from_secs(s));
+        assert_eq!(KeepAlive::parse(&json!(0)).unwrap(), d(0));
+        assert_eq!(KeepAlive::parse(&json!("5m")).unwrap(), d(300));
+        assert_eq!(KeepAlive::parse(&json!("30s")).unwrap(), d(30));
+        assert_eq!(KeepAlive::parse(&json!("1h")).unwrap(), d(3600));
+        assert_eq!(KeepAlive::parse(&json!(-1)).unwrap(), KeepAlive::Forever);
+        assert_eq!(KeepAlive::parse(&json!("-1")).unwrap(), KeepAlive::Forever);
+        assert!(KeepAlive::parse(&json!("soon")).is_err());
+        assert!(KeepAlive::parse(&json!(true)).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! Workers: claim jobs from the queue and run them.
+//!
+//! A [`Worker`] polls the queue (running the lease reaper at every poll),
+//! claims one job at a time with a lease and runs it to the end:
+//!
+//! - a background task renews the lease every `lease / 3`; when the renewal
+//!   reports a pending cancel it raises the job's cancel flag (the
+//!   `AtomicBool` the engine's trainer checks before every step), and when the
+//!   lease is lost it stops the job without writing any result;
+//! - the training itself runs on a dedicated OS thread (MLX graphs must be
+//!   evaluated on the thread that built them: the model is loaded there);
+//!   its events are streamed into the job's run as metrics, batched;
+//! - at each report step the training thread also reads the job's cancel flag
+//!   from the database, so a cancel takes effect at the next step after the
+//!   next report, whatever the lease interval.
+//!
+//! [`Worker::run_once`] claims and runs a single job (tests step the queue
+//! with it); [`Worker::run`] loops until shut down.
+
+mod train_job;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::artifacts::LocalArtifactStore;
+use crate::error::HubResult;
+use crate::service::Hub;
+use crate::store::{Job, JobKind, JobState, ReapedJob, Store};
+
+/// Default lease of a claimed job.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Default pause between polls of an empty queue.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Provenance recorded in the lineage of every version a worker trains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// The hub's own commit (build time: `$MLX_HUB_COMMIT` or `git rev-parse HEAD`).
+    pub hub_commit: String,
+    /// sha256 of the workspace `Cargo.lock` at build time.
+    pub lockfile_hash: String,
+    /// The MLX library version. The engine exposes no version API, so the hub
+    /// records `unknown` unless the caller (the CLI, which links `mlx`) fills it.
+    pub mlx_version: String,
+    /// Where the training ran, e.g. `cpu (x86_64-linux)`.
+    pub device: String,
+    /// The BLAS MLX uses, when known.
+    pub blas: Option<String>,
+}
+
+impl Provenance {
+    /// What the hub knows by itself (build-time values; MLX version unknown).
+    pub fn detect() -> Provenance {
+        let (arch, os) = (std::env::consts::ARCH, std::env::consts::OS);
+        let device = if os == "macos" && arch == "aarch64" {
+            format!("gpu ({arch}-{os})")
+        } else {
+            format!("cpu ({arch}-{os})")
+        };
+        Provenance {
+            hub_commit: env!("MLX_HUB_GIT_COMMIT").to_string(),
+            lockfile_hash: env!("MLX_HUB_CARGO_LOCK_SHA256").to_string(),
+            mlx_version: "unknown".to_string(),
+            device,
+            blas: None,
+        }
+    }
+}
+
+impl Default for Provenance {
+    fn default() -> Self {
+        Provenance::detect()
+    }
+}
+
+/// How a job the worker ran ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobOutcome {
+    pub job_id: i64,
+    /// The job's state after the worker let go of it: `succeeded`, `failed`,
+    /// `cancelled`, `queued` (released at shutdown) or, when the lease was
+    /// lost, whatever state the job was found in.
+    pub state: JobState,
+    pub run_id: Option<i64>,
+    /// The version registered (on success).
+    pub version_id: Option<i64>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The last step the trainer reported.
+    pub last_reported_step: Option<usize>,
+    /// The step at which training stopped (cancel or non-finite loss).
+    pub stopped_at_step: Option<usize>,
+    /// The worker lost its lease (another worker may own the job now).
+    pub lease_lost: bool,
+}
+
+impl JobOutcome {
+    fn new(job_id: i64) -> JobOutcome {
+        JobOutcome {
+            job_id,
+            state: JobState::Running,
+            run_id: None,
+            version_id: None,
+            error: None,
+            last_reported_step: None,
+            stopped_at_step: None,
+            lease_lost: false,
+        }
+    }
+}
+
+/// A queue worker. Runs one job at a time.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub store: Store,
+    pub artifacts: LocalArtifactStore,
+    /// Unique among the workers sharing the database.
+    pub id: String,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub provenance: Provenance,
+}
+
+/// `<hostname>-<pid>`.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && !h.chars().any(char::is_control))
+        .unwrap_or_else(|| "worker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Worker {
+    pub fn new(store: Store, artifacts: LocalArtifactStore, id: impl Into<String>) -> Worker {
+        Worker {
+            store,
+            artifacts,
+            id: id.into(),
+            lease: DEFAULT_LEASE,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            provenance: Provenance::detect(),
+        }
+    }
+
+    /// A worker over a hub's stores.
+    pub fn for_hub(hub: &Hub, id: impl Into<String>) -> Worker {
+        Worker::new(hub.store.clone(), hub.artifacts.clone(), id)
+    }
+
+    pub fn with_lease(mut self, lease: Duration) -> Worker {
+        self.lease = lease;
+        self
+    }
+
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Worker {
+        self.poll_interval = poll_interval;
+        self
+    }
+
+    pub fn with_provenance(mut self, provenance: Provenance) -> Worker {
+        self.provenance = provenance;
+        self
+    }
+
+    /// One reaper pass: jobs whose lease lapsed go back to the queue (or fail
+    /// after their last attempt). Errors are logged, not returned.
+    pub async fn reap(&self) -> Vec<ReapedJob> {
+        match self.store.reap_expired_leases().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(worker = %self.id, error = %e, "reaper pass failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Runs the reaper, claims one job and runs it to the end. `None` when the
+    /// queue is empty.
+    pub async fn run_once(&self) -> HubResult<Option<JobOutcome>> {
+        self.poll(None).await
+    }
+
+    async fn poll(&self, shutdown: Option<watch::Receiver<bool>>) -> HubResult<Option<JobOutcome>> {
+        self.reap().await;
+        let Some(job) = self.store.claim(&self.id, self.lease).await? else {
+            return Ok(None);
+        };
+        tracing::info!(worker = %self.id, job_id = job.id, attempt = job.attempts, "claimed job");
+        let outcome = self.execute(job, shutdown).await;
+        tracing::info!(
+            worker = %self.id,
+            job_id = outcome.job_id,
+            state = %outcome.state,
+            error = outcome.error.as_deref().unwrap_or(""),
+            "job done"
+        );
+        Ok(Some(outcome))
+    }
+
+    async fn execute(&self, job: Job, shutdown: Option<watch::Receiver<bool>>) -> JobOutcome {
+        match job.kind {
+            JobKind::Train => train_job::run(self, job, shutdown).await,
+            JobKind::Evaluate => {
+                let mut out = JobOutcome::new(job.id);
+                let msg = "evaluation jobs are not supported by this worker yet";
+                match self.store.fail(job.id, &self.id, msg).await {
+                    Ok(j) => out.state = j.state,
+                    Err(e) => {
+                        tracing::warn!(job_id = job.id, error = %e, "could not fail job");
+                        out.lease_lost = true;
+                    }
+                }
+                out.error = Some(msg.to_string());
+                out
+            }
+        }
+    }
+
+    /// Polls the queue until `shutdown` turns true (or its sender is gone).
+    /// A job running at shutdown is stopped and released back to the queue
+    /// (its attempt not counted).
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> HubResult<()> {
+        tracing::info!(worker = %self.id, lease = ?self.lease, "worker started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.poll(Some(shutdown.clone())).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(worker = %self.id, error = %e, "poll failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(worker = %self.id, "worker stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,608 @@
+//! Running one training job: base version files → temp folder, dataset,
+//! trainer on its own thread, metrics into the run, the adapter registered
+//! as a new version with its lineage.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use engine::models::Llama;
+use engine::tokenizer::Tokenizer;
+use engine::train::adapters::{ADAPTER_CONFIG, ADAPTER_FILE};
+use engine::train::{
+    AdapterSpec, DataOptions, FineTuneType, LoraParameters, OptimizerKind, TrainError, TrainEvent,
+    load_dataset, train,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{JobOutcome, Worker};
+use crate::artifacts::ArtifactStore;
+use crate::store::{
+    Job, JobState, Lineage, MetricPoint, ModelVersion, NewModel, NewRun, NewVersion, RunStatus,
+    StoreError, VersionFile,
+};
+use crate::training::TrainConfig as JobTrainConfig;
+
+/// The format of the versions training jobs register.
+pub const ADAPTER_FORMAT: &str = "mlx-lora-adapter";
+
+/// Why an attempt did not succeed.
+#[derive(Debug)]
+enum Failure {
+    Cancelled { step: usize },
+    NonFinite { step: usize, loss: f32 },
+    Error(String),
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error(e.to_string())
+    }
+}
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure::Error(msg.into())
+}
+
+/// Flags shared by the lease keeper, the shutdown watcher and the trainer.
+#[derive(Debug, Clone, Default)]
+struct Control {
+    /// Read by the engine's trainer before every step.
+    cancel: Arc<AtomicBool>,
+    lease_lost: Arc<AtomicBool>,
+    /// Stopped by a worker shutdown: release the job instead of cancelling it.
+    released: Arc<AtomicBool>,
+}
+
+pub(super) async fn run(
+    w: &Worker,
+    job: Job,
+    shutdown: Option<watch::Receiver<bool>>,
+) -> JobOutcome {
+    let ctl = Control::default();
+    let keeper = tokio::spawn(keep_lease(w.clone(), job.id, ctl.clone()));
+    let watcher = shutdown.map(|mut rx| {
+        let ctl = ctl.clone();
+        tokio::spawn(async move {
+            loop {
+                if *rx.borrow() {
+                    ctl.released.store(true, Ordering::SeqCst);
+                    ctl.cancel.store(true, Ordering::SeqCst);
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    });
+    let mut out = JobOutcome::new(job.id);
+    let result = attempt(w, &job, &ctl, &mut out).await;
+    keeper.abort();
+    if let Some(h) = watcher {
+        h.abort();
+    }
+    finish(w, &job, &ctl, result, &mut out).await;
+    out
+}
+
+/// Renews the lease every `lease / 3`; raises the cancel flag on a pending
+/// cancel, and stops the job (without result) when the lease is lost.
+async fn keep_lease(w: Worker, job_id: i64, ctl: Control) {
+    let every = (w.lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        match w.store.renew_lease(job_id, &w.id, w.lease).await {
+            Ok(info) => {
+                if info.cancel_requested {
+                    ctl.cancel.store(true, Ordering::SeqCst);
+                }
+            }
+            Err(StoreError::LeaseNotHeld { .. } | StoreError::IllegalTransition { .. }) => {
+                tracing::warn!(job_id, worker = %w.id, "lease lost: stopping the job");
+                ctl.lease_lost.store(true, Ordering::SeqCst);
+                ctl.cancel.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => tracing::warn!(job_id, error = %e, "lease renewal failed; retrying"),
+        }
+    }
+}
+
+/// Writes the job's and the run's final state.
+async fn finish(
+    w: &Worker,
+    job: &Job,
+    ctl: &Control,
+    result: Result<ModelVersion, Failure>,
+    out: &mut JobOutcome,
+) {
+    let (written, run_status) = match result {
+        Ok(v) => {
+            out.version_id = Some(v.id);
+            out.state = JobState::Succeeded;
+            (Ok(()), RunStatus::Finished)
+        }
+        Err(_) if ctl.lease_lost.load(Ordering::SeqCst) => {
+            out.error = Some("the worker lost the job's lease".into());
+            (Ok(()), RunStatus::Failed)
+        }
+        Err(Failure::Cancelled { step }) => {
+            out.stopped_at_step = Some(step);
+            let r = if ctl.released.load(Ordering::SeqCst) {
+                w.store.release(job.id, &w.id).await
+            } else {
+                w.store.cancel(job.id, &w.id).await
+            };
+            (r.map(|j| out.state = j.state), RunStatus::Killed)
+        }
+        Err(Failure::NonFinite { step, loss }) => {
+            out.stopped_at_step = Some(step);
+            let msg = format!(
+                "loss became {loss} at step {step}: training stopped, no version registered"
+            );
+            out.error = Some(msg.clone());
+            let r = w.store.fail(job.id, &w.id, &msg).await;
+            (r.map(|j| out.state = j.state), RunStatus::Failed)
+        }
+        Err(Failure::Error(msg)) => {
+            out.error = Some(msg.clone());
+            let r = w.store.fail(job.id, &w.id, &msg).await;
+            (r.map(|j| out.state = j.state), RunStatus::Failed)
+        }
+    };
+    if let Err(e) = written {
+        tracing::warn!(job_id = job.id, error = %e, "could not record the job's result");
+        out.lease_lost = true;
+    }
+    if ctl.lease_lost.load(Ordering::SeqCst) || out.lease_lost {
+        out.lease_lost = true;
+        out.state = w
+            .store
+            .get_job(job.id)
+            .await
+            .map(|j| j.state)
+            .unwrap_or(JobState::Running);
+    }
+    if let Some(run_id) = out.run_id
+        && let Err(e) = w.store.end_run(run_id, run_status).await
+    {
+        tracing::warn!(run_id, error = %e, "could not end the run");
+    }
+}
+
+/// What the job's config says.
+struct JobSpec {
+    base_version_id: i64,
+    dataset_id: i64,
+    train: JobTrainConfig,
+    output_model: Option<String>,
+}
+
+fn parse_spec(job: &Job) -> Result<JobSpec, Failure> {
+    let c = &job.config;
+    let base_version_id = job
+        .base_version_id
+        .or_else(|| c.get("base_version_id").and_then(Value::as_i64))
+        .ok_or_else(|| fail("the job names no base version"))?;
+    let dataset_id = job
+        .dataset_id
+        .ok_or_else(|| fail("the job names no dataset"))?;
+    let train = match c.get("train") {
+        None | Some(Value::Null) => JobTrainConfig::default(),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| fail(format!("invalid training config: {e}")))?,
+    };
+    let output_model = c
+        .get("output_model")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Ok(JobSpec {
+        base_version_id,
+        dataset_id,
+        train,
+        output_model,
+    })
+}
+
+fn engine_config(
+    t: &JobTrainConfig,
+    adapter_dir: &Path,
+) -> Result<engine::train::TrainConfig, Failure> {
+    let as_usize = |v: u32| v as usize;
+    let mut extra = serde_json::Map::new();
+    // the temp folder means nothing once registered
+    extra.insert("adapter_path".into(), Value::from("."));
+    Ok(engine::train::TrainConfig {
+        adapter: AdapterSpec {
+            fine_tune_type: FineTuneType::parse(&t.fine_tune_type)?,
+            num_layers: i32::try_from(t.num_layers).map_err(|_| fail("num_layers out of range"))?,
+            lora: LoraParameters {
+                rank: t.lora_parameters.rank as usize,
+                scale: t.lora_parameters.scale as f32,
+                dropout: t.lora_parameters.dropout as f32,
+                keys: None,
+            },
+        },
+        optimizer: OptimizerKind::by_name(&t.optimizer)?,
+        learning_rate: t.learning_rate as f32,
+        schedule: None,
+        batch_size: as_usize(t.batch_size),
+        iters: as_usize(t.iters),
+        val_batches: t.val_batches,
+        steps_per_report: as_usize(t.steps_per_report),
+        steps_per_eval: as_usize(t.steps_per_eval),
+        save_every: as_usize(t.save_every),
+        max_seq_length: as_usize(t.max_seq_length),
+        seed: t.seed,
+        adapter_path: Some(adapter_dir.to_path_buf()),
+        resume: None,
+        extra_config: extra,
+        compile: true,
+    })
+}
+
+/// Everything up to (and including, on success) the job's completion.
+async fn attempt(
+    w: &Worker,
+    job: &Job,
+    ctl: &Control,
+    out: &mut JobOutcome,
+) -> Result<ModelVersion, Failure> {
+    let run = w
+        .store
+        .create_run(&NewRun {
+            job_id: Some(job.id),
+            model_version_id: None,
+            name: format!("job-{}-attempt-{}", job.id, job.attempts),
+            params: job.config.clone(),
+        })
+        .await?;
+    out.run_id = Some(run.id);
+    let spec = parse_spec(job)?;
+    if spec.train.fuse {
+        tracing::warn!(
+            job_id = job.id,
+            "fuse is not supported by the worker yet: registering the adapter only"
+        );
+    }
+    let base = w.store.get_version(spec.base_version_id).await?;
+    let base_model = w.store.get_model(base.model_id).await?;
+    let base_files = w.store.version_files(base.id).await?;
+    let dataset = w.store.get_dataset(spec.dataset_id).await?;
+
+    let workdir = tempfile::Builder::new()
+        .prefix(&format!("job-{}-", job.id))
+        .tempdir_in(w.artifacts.tmp_dir())?;
+    let model_dir = workdir.path().join("model");
+    let adapter_dir = workdir.path().join("adapters");
+    let mut sources = Vec::with_capacity(base_files.len());
+    for f in &base_files {
+        let src = match base.artifact_uri.as_deref() {
+            Some(uri) if uri.starts_with("file://") => {
+                PathBuf::from(&uri["file://".len()..]).join(&f.path)
+            }
+            _ => w
+                .artifacts
+                .local_path(&f.sha256)
+                .await?
+                .ok_or_else(|| fail(format!("blob {} of {} is missing", f.sha256, f.path)))?,
+        };
+        sources.push((f.path.clone(), src, f.size_bytes));
+    }
+    let md = model_dir.clone();
+    tokio::task::spawn_blocking(move || materialise(&md, &sources))
+        .await
+        .map_err(|e| fail(format!("materialising the base model: {e}")))??;
+
+    let cfg = engine_config(&spec.train, &adapter_dir)?;
+    let iters = cfg.iters.max(1);
+    let mask_prompt = spec.train.mask_prompt;
+    let data_dir = PathBuf::from(&dataset.location);
+
+    // the trainer, on its own thread
+    let (tx, mut rx) = mpsc::unbounded_channel::<TrainEvent>();
+    let (done_tx, done_rx) = oneshot::channel::<Result<usize, Failure>>();
+    let handle = tokio::runtime::Handle::current();
+    let (store, job_id, cancel) = (w.store.clone(), job.id, ctl.cancel.clone());
+    let md = model_dir.clone();
+    std::thread::Builder::new()
+        .name(format!("train-job-{}", job.id))
+        .spawn(move || {
+            let mut on_event = |ev: &TrainEvent| {
+                let _ = tx.send(ev.clone());
+                if matches!(ev, TrainEvent::Train { .. })
+                    && !cancel.load(Ordering::SeqCst)
+                    && let Ok(j) = handle.block_on(store.get_job(job_id))
+                    && j.cancel_requested
+                {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                train_on_thread(&md, &data_dir, &cfg, mask_prompt, &cancel, &mut on_event)
+            }))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(fail(format!("the trainer panicked: {msg}")))
+            });
+            drop(tx);
+            let _ = done_tx.send(r);
+        })
+        .map_err(|e| fail(format!("cannot start the training thread: {e}")))?;
+
+    // its events → metrics (whatever accumulated while the last write ran)
+    let mut last_progress = -1.0f64;
+    while let Some(ev) = rx.recv().await {
+        let mut points = Vec::new();
+        let mut step = None;
+        let mut push = |ev: TrainEvent| {
+            step = step.max(add_points(&ev, &mut points));
+        };
+        push(ev);
+        while let Ok(ev) = rx.try_recv() {
+            push(ev);
+        }
+        if !points.is_empty()
+            && let Err(e) = w.store.log_metrics(run.id, &points).await
+        {
+            tracing::warn!(run_id = run.id, error = %e, "could not log metrics");
+        }
+        if let Some(s) = step {
+            out.last_reported_step = Some(s);
+            let p = (s as f64 / iters as f64).clamp(0.0, 1.0);
+            if p > last_progress {
+                last_progress = p;
+                if let Err(e) = w.store.set_progress(job.id, &w.id, p).await {
+                    tracing::warn!(job_id = job.id, error = %e, "could not record progress");
+                }
+            }
+        }
+    }
+    let trainable = done_rx
+        .await
+        .map_err(|_| fail("the training thread died without a result"))??;
+    if ctl.lease_lost.load(Ordering::SeqCst) {
+        return Err(fail("the worker lost the job's lease"));
+    }
+
+    // the adapter → a new version
+    let model_name = spec
+        .output_model
+        .clone()
+        .unwrap_or_else(|| format!("{}-lora", base_model.name));
+    let lineage = Lineage {
+        base_version_id: Some(base.id),
+        dataset_id: Some(dataset.id),
+        dataset_hash: Some(dataset.content_hash.clone()),
+        job_id: Some(job.id),
+        run_id: Some(run.id),
+        config: Some(job.config.clone()),
+        seed: Some(spec.train.seed),
+        hub_commit: Some(w.provenance.hub_commit.clone()),
+        mlx_version: Some(w.provenance.mlx_version.clone()),
+        device: Some(w.provenance.device.clone()),
+        blas: w.provenance.blas.clone(),
+        lockfile_hash: Some(w.provenance.lockfile_hash.clone()),
+        source: Some(format!("job {}", job.id)),
+    };
+    let version = register_adapter(
+        w,
+        job,
+        &model_name,
+        &base,
+        &base_model.name,
+        &adapter_dir,
+        trainable,
+        lineage,
+    )
+    .await?;
+    drop(workdir);
+    Ok(version)
+}
+
+/// Adds metric points for one event; returns its step for Train events.
+fn add_points(ev: &TrainEvent, points: &mut Vec<MetricPoint>) -> Option<usize> {
+    let mut put = |key: &str, step: usize, value: f64| {
+        if value.is_finite() {
+            points.push(MetricPoint {
+                key: key.to_string(),
+                step: step as i64,
+                value,
+                timestamp_ms: None,
+            });
+        }
+    };
+    match ev {
+        TrainEvent::Train {
+            iteration,
+            train_loss,
+            learning_rate,
+            iterations_per_second,
+            tokens_per_second,
+            trained_tokens,
+            peak_memory_gb,
+        } => {
+            let s = *iteration;
+            put("train_loss", s, *train_loss as f64);
+            put("learning_rate", s, *learning_rate as f64);
+            put("iterations_per_second", s, *iterations_per_second);
+            put("tokens_per_second", s, *tokens_per_second);
+            put("trained_tokens", s, *trained_tokens as f64);
+            put("peak_memory_gb", s, *peak_memory_gb);
+            Some(s)
+        }
+        TrainEvent::Val {
+            iteration,
+            val_loss,
+            val_time,
+        } => {
+            put("val_loss", *iteration, *val_loss as f64);
+            put("val_time", *iteration, *val_time);
+            None
+        }
+        TrainEvent::Start { .. } | TrainEvent::Saved { .. } => None,
+    }
+}
+
+/// Hard-links (or copies) the base version's files into `dir`.
+fn materialise(dir: &Path, files: &[(String, PathBuf, i64)]) -> Result<(), Failure> {
+    for (rel, src, size) in files {
+        let dst = dir.join(rel);
+        if let Some(parent) = dst.parent() {
+            fs::create_dir_all(parent).map_err(|e| fail(format!("{}: {e}", parent.display())))?;
+        }
+        let len = fs::metadata(src)
+            .map_err(|e| fail(format!("base model file {rel} ({}): {e}", src.display())))?
+            .len();
+        if len as i64 != *size {
+            return Err(fail(format!(
+                "base model file {rel} has {len} bytes, {size} recorded"
+            )));
+        }
+        if fs::hard_link(src, &dst).is_err() {
+            fs::copy(src, &dst).map_err(|e| fail(format!("copying {rel}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs on the training thread: loads everything MLX touches, trains.
+/// Returns the number of trainable parameters.
+fn train_on_thread(
+    model_dir: &Path,
+    data_dir: &Path,
+    cfg: &engine::train::TrainConfig,
+    mask_prompt: bool,
+    cancel: &AtomicBool,
+    on_event: &mut dyn FnMut(&TrainEvent),
+) -> Result<usize, Failure> {
+    let model = Llama::load(model_dir).map_err(|e| fail(format!("loading the base model: {e}")))?;
+    let tokenizer =
+        Tokenizer::from_dir(model_dir).map_err(|e| fail(format!("loading the tokenizer: {e}")))?;
+    let data = load_dataset(
+        data_dir,
+        &tokenizer,
+        &DataOptions {
+            mask_prompt,
+            ..DataOptions::default()
+        },
+    )
+    .map_err(|e| fail(format!("loading the dataset: {e}")))?;
+    let mut trainable = 0usize;
+    let mut on = |ev: &TrainEvent| {
+        if let TrainEvent::Start {
+            trainable_parameters,
+            ..
+        } = ev
+        {
+            trainable = *trainable_parameters;
+        }
+        on_event(ev);
+    };
+    match train(&model, &data, cfg, Some(cancel), &mut on) {
+        Ok(_) => Ok(trainable),
+        Err(TrainError::Cancelled { step }) => Err(Failure::Cancelled { step }),
+        Err(TrainError::NonFinite { step, loss }) => Err(Failure::NonFinite { step, loss }),
+        Err(e) => Err(fail(format!("training failed: {e}"))),
+    }
+}
+
+/// Stores the adapter files content-addressed, creates the version and
+/// completes the job with it (one transaction). On any error after blobs
+/// were written, the version is marked failed and new blobs are removed.
+#[allow(clippy::too_many_arguments)]
+async fn register_adapter(
+    w: &Worker,
+    job: &Job,
+    model_name: &str,
+    base: &ModelVersion,
+    base_name: &str,
+    adapter_dir: &Path,
+    trainable: usize,
+    lineage: Lineage,
+) -> Result<ModelVersion, Failure> {
+    let mut created = Vec::new();
+    let mut version_id = None;
+    let r = async {
+        let mut files = Vec::new();
+        for name in [ADAPTER_CONFIG, ADAPTER_FILE] {
+            let put = w.artifacts.put_file(&adapter_dir.join(name)).await?;
+            if put.created {
+                created.push(put.sha256.clone());
+            }
+            w.store
+                .record_artifact(&put.sha256, put.size_bytes as i64)
+                .await?;
+            files.push(VersionFile {
+                path: name.to_string(),
+                size_bytes: put.size_bytes as i64,
+                sha256: put.sha256,
+            });
+        }
+        let model = match w.store.get_model_by_name(model_name).await {
+            Ok(m) => m,
+            Err(e) if e.is_not_found() => match w
+                .store
+                .create_model(&NewModel {
+                    name: model_name.to_string(),
+                    description: format!("Adapters trained from {base_name}"),
+                    tags: Vec::new(),
+                })
+                .await
+            {
+                Ok(m) => m,
+                Err(StoreError::Conflict { .. }) => w.store.get_model_by_name(model_name).await?,
+                Err(e) => return Err(Failure::from(e)),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        let v = w
+            .store
+            .create_version(
+                model.id,
+                &NewVersion {
+                    format: ADAPTER_FORMAT.into(),
+                    architecture: base.architecture.clone(),
+                    parameter_count: Some(trainable as i64),
+                    dtype: base.dtype.clone(),
+                    quantization: None,
+                    artifact_uri: Some("cas://".into()),
+                    description: format!(
+                        "adapter trained by job {} from {base_name} v{}",
+                        job.id, base.number
+                    ),
+                    tags: Vec::new(),
+                    lineage,
+                },
+            )
+            .await?;
+        version_id = Some(v.id);
+        w.store.add_version_files(v.id, &files).await?;
+        w.store.complete_with_version(job.id, &w.id, v.id).await?;
+        Ok(w.store.get_version(v.id).await?)
+    }
+    .await;
+    if let Err(e) = &r {
+        tracing::warn!(job_id = job.id, error = ?e, "registering the adapter failed");
+        if let Some(id) = version_id
+            && let Err(e2) = w.store.mark_version_failed(id, &format!("{e:?}")).await
+        {
+            tracing::warn!(version_id = id, error = %e2, "could not mark the version failed");
+        }
+        for sha in &created {
+            if matches!(w.store.live_references(sha).await, Ok(0)) {
+                let _ = w.store.delete_artifact_record(sha).await;
+                let _ = w.artifacts.delete(sha).await;
+            }
+        }
+    }
+    r
+}
