@@ -8,105 +8,14 @@
 //! is absent, unless `CI` is set, where they fail.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Instant;
 
 use engine::convert::{ConvertError, ConvertOptions, convert_gguf};
-use engine::generate::generate_greedy;
-use engine::models::load_model;
-use engine::tokenizer::Tokenizer;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const MODEL_FILE: &str = "SmolLM2-135M-Instruct-Q4_1.gguf";
-const PROMPT: &str = "What is the capital of France?";
-const MAX_TOKENS: usize = 24;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn skip_or_fail(reason: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}");
-    }
-    eprintln!("skipping: {reason}");
-}
-
-/// The cached GGUF, or `None` (reason printed) when it is absent outside CI.
-fn smollm2_gguf() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MLX_HUB_SMOLLM2_GGUF") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = match std::env::var("MLX_HUB_CACHE") {
-        Ok(c) => PathBuf::from(c),
-        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mlx-hub"),
-    };
-    let p = cache.join("models").join(MODEL_FILE);
-    if p.is_file() {
-        return Some(p);
-    }
-    skip_or_fail(&format!(
-        "{} not found: run scripts/fetch-smollm2.sh or set MLX_HUB_SMOLLM2_GGUF",
-        p.display()
-    ));
-    None
-}
-
-fn python_mlx_lm() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import mlx_lm"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        skip_or_fail("python3 with mlx-lm is not available (pip install mlx-lm)");
-    }
-    ok
-}
-
-/// mlx-lm's greedy tokens for the chat prompt on `dir`.
-fn mlx_lm_reference(dir: &Path) -> Value {
-    let script = workspace_root().join("scripts/parity/mlx_lm_generate_ref.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(dir)
-        .args(["--prompt", PROMPT, "--chat", "--ignore-eos", "--max-tokens"])
-        .arg(MAX_TOKENS.to_string())
-        .output()
-        .expect("run mlx_lm_generate_ref.py");
-    assert!(
-        out.status.success(),
-        "mlx-lm failed on {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON from mlx_lm_generate_ref.py")
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("a list of ids")
-        .iter()
-        .map(|x| x.as_u64().expect("an id") as u32)
-        .collect()
-}
-
-/// Our prompt ids, greedy tokens and decoded text for the chat prompt on `dir`.
-fn ours(dir: &Path) -> (Vec<u32>, Vec<u32>, String) {
-    let tok = Tokenizer::from_dir(dir).expect("tokenizer");
-    let prompt = tok
-        .encode_chat(&[json!({"role": "user", "content": PROMPT})], true, None)
-        .expect("chat prompt");
-    let model = load_model(dir).expect("load converted model");
-    let generated = generate_greedy(model.as_ref(), &prompt, MAX_TOKENS).expect("generate");
-    let text = tok.decode(&generated, true).expect("decode");
-    (prompt, generated, text)
-}
-
-fn read_json(p: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
-}
+mod convert_common;
+use convert_common::*;
 
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
