@@ -40,10 +40,7 @@ pub(crate) async fn list(
             offset: q.offset,
         })
         .await?;
-    Ok(
-        Json(serde_json::json!({ "data": jobs, "limit": q.limit, "offset": q.offset }))
-            .into_response(),
-    )
+    Ok(super::page(jobs, q.limit, q.offset))
 }
 
 pub(crate) async fn show(State(hub): State<Hub>, ApiPath(id): ApiPath<i64>) -> HubResult<Response> {

@@ -286,6 +286,11 @@ pub(crate) fn created<T: serde::Serialize>(value: T) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
+/// The envelope every paginated list answers with: `{data, limit, offset}`.
+pub(crate) fn page<T: serde::Serialize>(data: T, limit: i64, offset: i64) -> Response {
+    Json(serde_json::json!({ "data": data, "limit": limit, "offset": offset })).into_response()
+}
+
 pub(crate) fn default_limit() -> i64 {
     100
 }

@@ -35,10 +35,7 @@ pub(crate) async fn list(
             offset: q.offset,
         })
         .await?;
-    Ok(
-        Json(serde_json::json!({ "data": models, "limit": q.limit, "offset": q.offset }))
-            .into_response(),
-    )
+    Ok(super::page(models, q.limit, q.offset))
 }
 
 #[derive(Debug, Deserialize)]

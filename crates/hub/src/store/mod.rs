@@ -146,17 +146,21 @@ impl Store {
         let busy_ms = options.sqlite_busy_timeout.as_millis();
         if backend == Backend::Sqlite {
             // journal_mode is persistent and needs an exclusive lock: set it
-            // once, on its own connection, before the pool opens more.
-            let mut conn = sqlx::AnyConnection::connect_with(&connect_options).await?;
-            conn.execute(AssertSql(format!("PRAGMA busy_timeout = {busy_ms}")))
-                .await?;
-            let mode: (String,) = sqlx::query_as("PRAGMA journal_mode = WAL")
-                .fetch_one(&mut conn)
-                .await?;
-            if !mode.0.eq_ignore_ascii_case("wal") && !mode.0.eq_ignore_ascii_case("memory") {
-                tracing::warn!(mode = %mode.0, "SQLite refused WAL journal mode");
+            // once, on its own connection, before the pool opens more. SQLite can
+            // answer "database is locked" at once (without its busy handler) when
+            // several processes open a fresh file together: retry, bounded.
+            let mut attempt = 1u64;
+            loop {
+                match set_wal(&connect_options, busy_ms).await {
+                    Ok(()) => break,
+                    Err(e) if attempt < 10 => {
+                        tracing::debug!(error = %e, attempt, "enabling WAL failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            conn.close().await?;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections.max(1))
@@ -186,17 +190,26 @@ impl Store {
     /// by an advisory lock.
     pub async fn migrate(&self) -> StoreResult<()> {
         let migrator = migrator(self.backend);
-        match migrator.run(&self.pool).await {
-            Ok(()) => Ok(()),
-            // SQLite has no migration lock: when two processes migrate a
-            // fresh file at once, the loser fails on "table exists" after the
-            // winner committed. Running again sees the migration applied.
-            Err(first) if self.backend == Backend::Sqlite => {
-                tracing::debug!(error = %first, "migration failed once; retrying");
-                migrator.run(&self.pool).await?;
-                Ok(())
+        // SQLite has no migration lock: when several processes migrate a fresh
+        // file at once, a loser fails ("table exists", "database is locked")
+        // while a winner commits. Trying again converges once the winner is done;
+        // the attempts are bounded so a real error still surfaces.
+        let attempts = if self.backend == Backend::Sqlite {
+            10
+        } else {
+            1
+        };
+        let mut attempt = 1;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < attempts => {
+                    tracing::debug!(error = %e, attempt, "migration failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -348,4 +361,18 @@ pub(crate) fn check_sha256(field: &'static str, sha: &str) -> StoreResult<()> {
             "must be 64 lowercase hexadecimal digits",
         ))
     }
+}
+
+/// Switches a SQLite database to WAL on a connection of its own.
+async fn set_wal(options: &AnyConnectOptions, busy_ms: u128) -> Result<(), sqlx::Error> {
+    let mut conn = sqlx::AnyConnection::connect_with(options).await?;
+    conn.execute(AssertSql(format!("PRAGMA busy_timeout = {busy_ms}")))
+        .await?;
+    let mode: (String,) = sqlx::query_as("PRAGMA journal_mode = WAL")
+        .fetch_one(&mut conn)
+        .await?;
+    if !mode.0.eq_ignore_ascii_case("wal") && !mode.0.eq_ignore_ascii_case("memory") {
+        tracing::warn!(mode = %mode.0, "SQLite refused WAL journal mode");
+    }
+    conn.close().await
 }

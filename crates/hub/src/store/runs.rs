@@ -286,16 +286,7 @@ impl Store {
         .bind(hi)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Metric {
-                    key: r.try_get(0)?,
-                    step: r.try_get(1)?,
-                    value: r.try_get(2)?,
-                    timestamp_ms: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(metric_from_row).collect()
     }
 
     /// The metric keys of a run, sorted.
@@ -318,15 +309,16 @@ impl Store {
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Metric {
-                    key: r.try_get(0)?,
-                    step: r.try_get(1)?,
-                    value: r.try_get(2)?,
-                    timestamp_ms: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(metric_from_row).collect()
     }
+}
+
+/// A `metrics` row selected as `key, step, value, timestamp_ms`.
+fn metric_from_row(r: &AnyRow) -> StoreResult<Metric> {
+    Ok(Metric {
+        key: r.try_get(0)?,
+        step: r.try_get(1)?,
+        value: r.try_get(2)?,
+        timestamp_ms: r.try_get(3)?,
+    })
 }
