@@ -46,6 +46,8 @@ enum Command {
     Train(commands::train::Args),
     /// Import a GGUF file, or convert / quantize a model folder (mlx-lm's layout).
     Convert(commands::convert::Args),
+    /// Merge trained adapters into their base model (a new mlx-lm folder).
+    Fuse(commands::fuse::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Command::Generate(args) => commands::generate::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Fuse(args) => commands::fuse::run(args),
     }
 }
 

@@ -3,6 +3,7 @@ pub mod bench_model;
 pub mod convert;
 pub mod datasets;
 pub mod doctor;
+pub mod fuse;
 pub mod generate;
 pub mod jobs;
 pub mod migrate;

@@ -118,7 +118,7 @@ fn config_dtype(config: &Map<String, Value>) -> Option<Dtype> {
     }
 }
 
-fn quant_spec(path: &str, p: &crate::config::QuantParams) -> Result<QuantSpec> {
+pub(crate) fn quant_spec(path: &str, p: &crate::config::QuantParams) -> Result<QuantSpec> {
     if p.mode != "affine" {
         return Err(ConvertError::Invalid(format!(
             "{path}: quantization mode `{}` is not supported (only affine)",
@@ -130,7 +130,7 @@ fn quant_spec(path: &str, p: &crate::config::QuantParams) -> Result<QuantSpec> {
 }
 
 /// Dequantizes every module with `.scales` (per its entry in `quantization`).
-fn dequantize_all(
+pub(crate) fn dequantize_all(
     tensors: &mut BTreeMap<String, Array>,
     config: &mut Map<String, Value>,
     parsed: &ModelConfig,
@@ -216,21 +216,7 @@ pub(crate) fn convert_inner(
         )));
     }
     progress(ConvertEvent::Stage(format!("loading {}", in_dir.display())));
-    let mut config = read_config(in_dir)?;
-    let parsed = ModelConfig::from_json_value(&Value::Object(config.clone()))?;
-    let mut tensors: BTreeMap<String, Array> = BTreeMap::new();
-    for file in weight_files(in_dir)? {
-        for (name, a) in mlx::io::load_safetensors(&file)?.tensors {
-            if tensors.insert(name.clone(), a).is_some() {
-                return Err(crate::weights::ModelError::DuplicateTensor { name }.into());
-            }
-        }
-    }
-    // mlx-lm's `sanitize`: drop precomputed rotary frequencies, and lm_head when tied.
-    tensors.retain(|k, _| !k.contains("self_attn.rotary_emb.inv_freq"));
-    if parsed.tie_word_embeddings {
-        tensors.retain(|k, _| !k.starts_with("lm_head."));
-    }
+    let (mut config, parsed, mut tensors) = load_folder(in_dir)?;
 
     if let Some(dtype) = options.dtype.or_else(|| config_dtype(&config)) {
         progress(ConvertEvent::Stage(format!("casting to {}", dtype.name())));
@@ -258,7 +244,43 @@ pub(crate) fn convert_inner(
         quantize_all(&mut tensors, &mut config, spec)?;
     }
 
-    // Validate before writing: the model must build from exactly these tensors.
+    write_folder(in_dir, out, &config, &tensors, progress)
+}
+
+/// A loaded model folder: `config.json` as a map and parsed, and the tensors.
+pub(crate) type LoadedFolder = (Map<String, Value>, ModelConfig, BTreeMap<String, Array>);
+
+/// A model folder's `config.json` (as a map and parsed) and its tensors, after
+/// mlx-lm's `sanitize` (rotary `inv_freq` and a tied `lm_head` dropped).
+pub(crate) fn load_folder(in_dir: &Path) -> Result<LoadedFolder> {
+    let config = read_config(in_dir)?;
+    let parsed = ModelConfig::from_json_value(&Value::Object(config.clone()))?;
+    let mut tensors: BTreeMap<String, Array> = BTreeMap::new();
+    for file in weight_files(in_dir)? {
+        for (name, a) in mlx::io::load_safetensors(&file)?.tensors {
+            if tensors.insert(name.clone(), a).is_some() {
+                return Err(crate::weights::ModelError::DuplicateTensor { name }.into());
+            }
+        }
+    }
+    // mlx-lm's `sanitize`: drop precomputed rotary frequencies, and lm_head when tied.
+    tensors.retain(|k, _| !k.contains("self_attn.rotary_emb.inv_freq"));
+    if parsed.tie_word_embeddings {
+        tensors.retain(|k, _| !k.starts_with("lm_head."));
+    }
+    Ok((config, parsed, tensors))
+}
+
+/// Writes `tensors` and `config` as an mlx-lm folder at `out` (which must not
+/// exist), with the tokenizer files of `in_dir`, after checking that the model
+/// builds from exactly these tensors; staged and renamed into place.
+pub(crate) fn write_folder(
+    in_dir: &Path,
+    out: &Path,
+    config: &Map<String, Value>,
+    tensors: &BTreeMap<String, Array>,
+    progress: &mut dyn FnMut(ConvertEvent),
+) -> Result<ConvertReport> {
     progress(ConvertEvent::Stage(
         "checking tensors against config.json".into(),
     ));
@@ -269,9 +291,9 @@ pub(crate) fn convert_inner(
     let dir = staging.path();
     let q = new_parsed.quantization.clone();
     let bits_of = |m: &str| q.as_ref().and_then(|q| q.for_module(m)).map(|p| p.bits);
-    let total_parameters = writer::total_parameters(&tensors, &bits_of);
-    let (total_size, _) = writer::write_weights(dir, &tensors, total_parameters, progress)?;
-    writer::write_config(dir, &config)?;
+    let total_parameters = writer::total_parameters(tensors, &bits_of);
+    let (total_size, _) = writer::write_weights(dir, tensors, total_parameters, progress)?;
+    writer::write_config(dir, config)?;
     for name in COPIED_FILES {
         let src = in_dir.join(name);
         if src.is_file() {
@@ -281,5 +303,5 @@ pub(crate) fn convert_inner(
     }
     let output = staging.commit()?;
     progress(ConvertEvent::Stage("done".into()));
-    writer::report(output, &tensors, total_size, total_parameters, &config)
+    writer::report(output, tensors, total_size, total_parameters, config)
 }

@@ -4,6 +4,7 @@
 
 pub mod adapters;
 pub mod data;
+pub mod fuse;
 pub mod optim;
 pub mod scratch;
 pub mod trainer;
@@ -17,6 +18,7 @@ pub use adapters::{
 pub use data::{
     Batch, BatchPlan, DataFormat, DataKeys, DataOptions, Dataset, NumpyRng, Split, load_dataset,
 };
+pub use fuse::fuse_to_dir;
 pub use optim::{Optimizer, OptimizerKind, Schedule};
 pub use scratch::{llama_from_config_random, random_weights};
 pub use trainer::{
@@ -47,6 +49,8 @@ pub enum TrainError {
     Tokenizer(#[from] crate::tokenizer::TokenizerError),
     #[error(transparent)]
     Mlx(#[from] mlx::Error),
+    #[error(transparent)]
+    Convert(#[from] crate::convert::ConvertError),
     #[error("{0}")]
     Invalid(String),
 }
