@@ -207,6 +207,8 @@ impl Hub {
                 ),
             ));
         }
+        // num_layers against the base model, peak memory against the budget
+        let estimate = self.admit_training(&version, &req.config).await?;
         let dataset = self
             .store
             .get_dataset_by_name(&req.dataset, req.dataset_version)
@@ -226,6 +228,7 @@ impl Hub {
             "dataset_version": dataset.version,
             "dataset_hash": dataset.content_hash,
             "train": req.config,
+            "memory_estimate": estimate,
         });
         Ok(self
             .store
