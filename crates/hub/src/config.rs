@@ -12,6 +12,8 @@
 //! | import root      | `--import-root`    | `MLX_HUB_IMPORT_ROOT`       | `import_root`      | `<data-dir>/import`             |
 //! | body limit       | —                  | `MLX_HUB_MAX_BODY_BYTES`    | `max_body_bytes`   | 1 MiB                           |
 //! | API token        | —                  | `MLX_HUB_API_TOKEN`, `MLX_HUB_API_TOKEN_FILE` | `api_token_file` | none    |
+//! | MLflow server    | `--mlflow-uri`     | `MLX_HUB_MLFLOW_URI`, `MLFLOW_TRACKING_URI` | `mlflow_uri` | none (no sync) |
+//! | memory budget    | `--memory-budget-gb` | `MLX_HUB_MEMORY_BUDGET_BYTES` | `memory_budget_bytes` | none (no admission check) |
 //!
 //! A non-loopback host without an API token is refused ([`HubConfig::validate`]).
 
@@ -57,6 +59,10 @@ pub struct HubConfig {
     pub import_root: PathBuf,
     pub max_body_bytes: usize,
     pub api_token: Option<Secret>,
+    /// MLflow tracking server to mirror runs and versions to (`http://…`).
+    pub mlflow_uri: Option<String>,
+    /// Jobs whose estimated peak memory exceeds this are refused at submission.
+    pub memory_budget_bytes: Option<u64>,
 }
 
 /// Values given as flags (highest precedence).
@@ -67,6 +73,8 @@ pub struct ConfigOverrides {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub import_root: Option<PathBuf>,
+    pub mlflow_uri: Option<String>,
+    pub memory_budget_bytes: Option<u64>,
 }
 
 /// The TOML file's shape. Unknown keys are refused (typos surface).
@@ -79,6 +87,8 @@ struct FileConfig {
     import_root: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     api_token_file: Option<PathBuf>,
+    mlflow_uri: Option<String>,
+    memory_budget_bytes: Option<u64>,
 }
 
 impl HubConfig {
@@ -169,6 +179,23 @@ impl HubConfig {
             (None, Some(path)) => Some(read_token_file(&path)?),
             (None, None) => None,
         };
+        let mlflow_uri = overrides
+            .mlflow_uri
+            .clone()
+            .or_else(|| env("MLX_HUB_MLFLOW_URI"))
+            .or_else(|| env("MLFLOW_TRACKING_URI"))
+            .or(file.mlflow_uri);
+        let memory_budget_bytes = match overrides.memory_budget_bytes {
+            Some(b) => Some(b),
+            None => match env("MLX_HUB_MEMORY_BUDGET_BYTES") {
+                Some(v) => Some(v.parse().map_err(|_| {
+                    HubError::Config(format!(
+                        "MLX_HUB_MEMORY_BUDGET_BYTES: {v:?} is not a number"
+                    ))
+                })?),
+                None => file.memory_budget_bytes,
+            },
+        };
         let config = HubConfig {
             data_dir,
             database_url,
@@ -177,6 +204,8 @@ impl HubConfig {
             import_root,
             max_body_bytes,
             api_token,
+            mlflow_uri,
+            memory_budget_bytes,
         };
         config.validate()?;
         Ok(config)
@@ -193,6 +222,8 @@ impl HubConfig {
             port: DEFAULT_PORT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             api_token: None,
+            mlflow_uri: None,
+            memory_budget_bytes: None,
         }
     }
 
@@ -205,6 +236,13 @@ impl HubConfig {
             return Err(HubError::Config(
                 "the API token must be at least 16 characters".into(),
             ));
+        }
+        if let Some(uri) = &self.mlflow_uri
+            && !(uri.starts_with("http://") || uri.starts_with("https://"))
+        {
+            return Err(HubError::Config(format!(
+                "mlflow_uri {uri:?}: only an MLflow tracking server (http:// or https://) is supported"
+            )));
         }
         if self.max_body_bytes == 0 {
             return Err(HubError::Config("max_body_bytes must be positive".into()));

@@ -18,6 +18,7 @@
 //! | `InvalidModelFolder`                    | 422    | `invalid_request` | `invalid_model_folder`        |
 //! | `DatasetLine` (file + line)             | 422    | `invalid_request` | `invalid_dataset_line`        |
 //! | `InvalidDataset`                        | 422    | `invalid_request` | `invalid_dataset`             |
+//! | `OverMemoryBudget` (estimate, budget)   | 422    | `invalid_request` | `over_memory_budget`          |
 //! | `BadRequest` (malformed JSON, query…)   | 400    | `invalid_request` | `bad_request` / `malformed_json` |
 //! | `UnsupportedMediaType`                  | 415    | `invalid_request` | `unsupported_media_type`      |
 //! | `PayloadTooLarge`                       | 413    | `invalid_request` | `payload_too_large`           |
@@ -68,6 +69,15 @@ pub enum HubError {
     /// A dataset folder is wrong as a whole (no train.jsonl, mixed formats…).
     #[error("invalid dataset: {message}")]
     InvalidDataset { message: String },
+
+    /// A job's estimated peak memory exceeds the configured budget (the
+    /// message gives both, in bytes and GiB, and the estimate's parts).
+    #[error("{message}")]
+    OverMemoryBudget {
+        message: String,
+        estimate: crate::admission::MemoryEstimate,
+        budget_bytes: u64,
+    },
 
     /// The request could not be decoded (bad JSON, bad query string, bad path).
     #[error("{message}")]
@@ -132,6 +142,7 @@ impl HubError {
             HubError::InvalidModelFolder { .. } => (422, INVALID, "invalid_model_folder"),
             HubError::DatasetLine { .. } => (422, INVALID, "invalid_dataset_line"),
             HubError::InvalidDataset { .. } => (422, INVALID, "invalid_dataset"),
+            HubError::OverMemoryBudget { .. } => (422, INVALID, "over_memory_budget"),
             HubError::BadRequest { code, .. } => (400, INVALID, code),
             HubError::UnprocessableBody { .. } => (422, INVALID, "invalid_body"),
             HubError::UnsupportedMediaType(_) => (415, INVALID, "unsupported_media_type"),

@@ -10,12 +10,15 @@
 //!   [`training`] (job submission).
 //! - [`http`]: the axum router; [`server`]: serving it.
 
+pub mod admission;
 pub mod artifacts;
 pub mod config;
 pub mod dataset_import;
 pub mod error;
 pub mod http;
+pub mod mlflow;
 pub mod paths;
+pub mod recovery;
 pub mod registry;
 pub mod server;
 pub mod service;

@@ -134,6 +134,64 @@ impl TrainConfig {
     }
 }
 
+/// Settings of an evaluation job (`kind: "evaluate"`), named after
+/// `mlx_lm.lora --test` where it has them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// The dataset split to evaluate on (`test`, `valid` or `train`).
+    pub split: String,
+    pub batch_size: u32,
+    /// Batches for the loss (-1: the whole split; mlx-lm's `test_batches`).
+    pub num_batches: i64,
+    pub max_seq_length: u32,
+    /// Leave the prompt out of the loss (prompt/completion and chat data).
+    pub mask_prompt: bool,
+    /// Rows generated greedily for exact-match accuracy (prompt/completion
+    /// and chat data only; 0 to skip).
+    pub max_examples: u32,
+    /// Tokens generated per row at most (the reference's length bounds it too).
+    pub max_new_tokens: u32,
+    pub seed: u64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            split: "test".into(),
+            batch_size: 4,
+            num_batches: -1,
+            max_seq_length: 2048,
+            mask_prompt: false,
+            max_examples: 100,
+            max_new_tokens: 256,
+            seed: 0,
+        }
+    }
+}
+
+impl EvalConfig {
+    pub fn validate(&self) -> HubResult<()> {
+        let bad = |field: &'static str, m: &str| Err(HubError::invalid(field, m.to_string()));
+        if !matches!(self.split.as_str(), "train" | "valid" | "test") {
+            return bad("eval.split", "must be one of train, valid, test");
+        }
+        if self.batch_size == 0 || self.batch_size > 4096 {
+            return bad("eval.batch_size", "must be between 1 and 4096");
+        }
+        if self.num_batches < -1 || self.num_batches == 0 {
+            return bad("eval.num_batches", "must be -1 (all) or at least 1");
+        }
+        if self.max_seq_length < 8 || self.max_seq_length > 1 << 20 {
+            return bad("eval.max_seq_length", "must be between 8 and 1048576");
+        }
+        if self.max_new_tokens == 0 || self.max_new_tokens > 8192 {
+            return bad("eval.max_new_tokens", "must be between 1 and 8192");
+        }
+        Ok(())
+    }
+}
+
 fn default_version() -> String {
     "latest".into()
 }
@@ -146,10 +204,11 @@ fn default_attempts() -> i64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
-    /// Only `train` for now.
+    /// `train` (default) or `evaluate`.
     #[serde(default = "default_kind")]
     pub kind: JobKind,
-    /// Name of the base model.
+    /// Name of the base model (of an evaluation: the model evaluated; an
+    /// adapter version is evaluated on top of its base version).
     pub base_model: String,
     /// `3`, `v3`, `latest` or an alias (default `latest`).
     #[serde(default = "default_version")]
@@ -161,6 +220,9 @@ pub struct SubmitJob {
     pub dataset_version: Option<i64>,
     #[serde(default)]
     pub config: TrainConfig,
+    /// Settings of an evaluation job.
+    #[serde(default)]
+    pub eval: EvalConfig,
     #[serde(default = "default_attempts")]
     pub max_attempts: i64,
     #[serde(default)]
@@ -175,11 +237,8 @@ impl Hub {
     /// Validates and enqueues a training job. The stored config is the full
     /// resolved one (defaults filled in, base and dataset named and numbered).
     pub async fn submit_job(&self, req: &SubmitJob) -> HubResult<Job> {
-        if req.kind != JobKind::Train {
-            return Err(HubError::invalid(
-                "kind",
-                "only train jobs can be submitted for now",
-            ));
+        if req.kind == JobKind::Evaluate {
+            return self.submit_evaluation(req).await;
         }
         req.config.validate()?;
         if !(1..=100).contains(&req.max_attempts) {
@@ -207,6 +266,8 @@ impl Hub {
                 ),
             ));
         }
+        // num_layers against the base model, peak memory against the budget
+        let estimate = self.admit_training(&version, &req.config).await?;
         let dataset = self
             .store
             .get_dataset_by_name(&req.dataset, req.dataset_version)
@@ -226,11 +287,90 @@ impl Hub {
             "dataset_version": dataset.version,
             "dataset_hash": dataset.content_hash,
             "train": req.config,
+            "memory_estimate": estimate,
         });
         Ok(self
             .store
             .enqueue(&NewJob {
                 kind: req.kind,
+                config,
+                base_version_id: Some(version.id),
+                dataset_id: Some(dataset.id),
+                max_attempts: req.max_attempts,
+                priority: req.priority,
+            })
+            .await?)
+    }
+}
+
+impl Hub {
+    /// Validates and enqueues an evaluation job: the version (ready or
+    /// archived) and a dataset with the split asked for.
+    async fn submit_evaluation(&self, req: &SubmitJob) -> HubResult<Job> {
+        req.eval.validate()?;
+        if !(1..=100).contains(&req.max_attempts) {
+            return Err(HubError::invalid(
+                "max_attempts",
+                "must be between 1 and 100",
+            ));
+        }
+        let model = self
+            .store
+            .get_model_by_name(&req.base_model)
+            .await
+            .map_err(|e| refers("base_model", e))?;
+        let version = self
+            .store
+            .resolve_version(model.id, &req.base_version)
+            .await
+            .map_err(|e| refers("base_version", e))?;
+        if !matches!(
+            version.status,
+            VersionStatus::Ready | VersionStatus::Archived
+        ) {
+            return Err(HubError::invalid(
+                "base_version",
+                format!(
+                    "version {} of {} is {}: only a ready version can be evaluated",
+                    version.number, model.name, version.status
+                ),
+            ));
+        }
+        let dataset = self
+            .store
+            .get_dataset_by_name(&req.dataset, req.dataset_version)
+            .await
+            .map_err(|e| refers("dataset", e))?;
+        if !dataset.splits.contains_key(&req.eval.split) {
+            return Err(HubError::invalid(
+                "eval.split",
+                format!(
+                    "dataset {} v{} has no {} split (it has: {})",
+                    dataset.name,
+                    dataset.version,
+                    req.eval.split,
+                    dataset
+                        .splits
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let config = serde_json::json!({
+            "model": model.name,
+            "version": version.number,
+            "version_id": version.id,
+            "dataset": dataset.name,
+            "dataset_version": dataset.version,
+            "dataset_hash": dataset.content_hash,
+            "eval": req.eval,
+        });
+        Ok(self
+            .store
+            .enqueue(&NewJob {
+                kind: JobKind::Evaluate,
                 config,
                 base_version_id: Some(version.id),
                 dataset_id: Some(dataset.id),

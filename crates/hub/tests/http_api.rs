@@ -150,10 +150,11 @@ async fn job_submission_is_validated(db: TestDb) {
             "max_attempts",
         ),
         (
+            // an evaluation needs the split it names (the default is test)
             job(json!({"kind": "evaluate"})),
             422,
             "invalid_input",
-            "kind",
+            "eval.split",
         ),
         (json!({"dataset": "ds"}), 422, "invalid_body", "base_model"),
     ];

@@ -72,6 +72,21 @@ pub struct Args {
     /// [env: MLX_HUB_IMPORT_ROOT] [default: <data-dir>/import]
     #[arg(long, value_name = "DIR")]
     pub import_root: Option<PathBuf>,
+    /// MLflow tracking server to mirror runs, metrics and versions to
+    /// [env: MLX_HUB_MLFLOW_URI or MLFLOW_TRACKING_URI] [default: none]
+    #[arg(long, value_name = "URL")]
+    pub mlflow_uri: Option<String>,
+    /// Refuse jobs whose estimated peak memory exceeds this many GiB
+    /// [env: MLX_HUB_MEMORY_BUDGET_BYTES (bytes)] [default: no limit]
+    #[arg(long, value_name = "GIB")]
+    pub memory_budget_gb: Option<f64>,
+    /// Do not run a queue worker in this process (run `mlx-hub worker`s instead).
+    #[arg(long)]
+    pub no_worker: bool,
+    /// Lease of a job claimed by the in-process worker.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lease_seconds: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -80,6 +95,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         host: args.host,
         port: args.port,
         import_root: args.import_root,
+        mlflow_uri: args.mlflow_uri,
+        memory_budget_bytes: match args.memory_budget_gb {
+            Some(g) if g.is_finite() && g > 0.0 => Some((g * (1u64 << 30) as f64) as u64),
+            Some(g) => anyhow::bail!("--memory-budget-gb must be positive, got {g}"),
+            None => None,
+        },
         ..args.hub.overrides()
     })?;
     tracing::info!(
@@ -87,10 +108,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         database = %config.database_url_redacted(),
         import_root = %config.import_root.display(),
         auth = config.api_token.is_some(),
+        mlflow = config.mlflow_uri.is_some(),
+        worker = !args.no_worker,
         "starting mlx-hub"
     );
+    let options = hub::server::ServeOptions {
+        worker: (!args.no_worker).then(|| hub::server::WorkerOptions {
+            lease: std::time::Duration::from_secs(args.lease_seconds),
+            provenance: super::worker::provenance(),
+            ..Default::default()
+        }),
+    };
     runtime()?.block_on(async move {
-        hub::server::serve(config, hub::server::shutdown_signal(), |url| {
+        hub::server::serve_with(config, options, hub::server::shutdown_signal(), |url| {
             tracing::info!(%url, "mlx-hub API listening");
             eprintln!("mlx-hub listening on {url}");
         })

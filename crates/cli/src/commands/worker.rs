@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The hub's build provenance plus what only the `mlx` crate knows.
-fn provenance() -> Provenance {
+pub(crate) fn provenance() -> Provenance {
     let blas = mlx::system::blas();
     let device = mlx::system::default_device().name();
     let base = Provenance::detect();

@@ -24,6 +24,7 @@
 //! | `/api/jobs/{id}/cancel` | POST |
 //! | `/api/runs/{id}` | GET (with metric keys and latest values) |
 //! | `/api/runs/{id}/metrics` | GET `?key=&from=&to=` (steps, inclusive) |
+//! | `/api/mlflow/status` | GET: MLflow sync on/off, outbox backlog and recent errors |
 //! | `/api/ps`, `/api/models/{name}/load`, `…/unload` | GET; POST; POST — the serving pool (see `openai`) |
 //! | `/v1/models`, `/v1/chat/completions`, `/v1/completions` | OpenAI-compatible (see `openai`) |
 //!
@@ -32,6 +33,7 @@
 mod datasets;
 mod health;
 mod jobs;
+mod mlflow;
 mod models;
 mod openai;
 mod runs;
@@ -89,6 +91,7 @@ impl RouterBuilder {
     pub fn build(self) -> Router {
         let api = Router::new()
             .route("/health", get(health::health))
+            .route("/api/mlflow/status", get(mlflow::status))
             .route("/api/models", get(models::list).post(models::create))
             .route(
                 "/api/models/{name}",

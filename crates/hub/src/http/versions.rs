@@ -63,7 +63,21 @@ pub(crate) async fn show(
 ) -> HubResult<Response> {
     let m = hub.store.get_model_by_name(&name).await?;
     let v = hub.store.resolve_version(m.id, &version).await?;
-    Ok(Json(detailed(&hub, &v).await?).into_response())
+    let mut body = serde_json::to_value(detailed(&hub, &v).await?).expect("plain data");
+    // evaluation runs of this version, with their latest values
+    let mut evaluations = Vec::new();
+    for run in hub.store.list_runs_of_version(v.id).await? {
+        let metrics: serde_json::Map<String, serde_json::Value> = hub
+            .store
+            .latest_metrics(run.id)
+            .await?
+            .into_iter()
+            .map(|m| (m.key, serde_json::json!(m.value)))
+            .collect();
+        evaluations.push(serde_json::json!({ "run": run, "metrics": metrics }));
+    }
+    body["evaluations"] = serde_json::Value::Array(evaluations);
+    Ok(Json(body).into_response())
 }
 
 pub(crate) async fn update(

@@ -11,6 +11,7 @@ mod clock;
 mod datasets;
 mod error;
 mod jobs;
+mod mlflow;
 mod models;
 mod records;
 mod runs;
@@ -20,6 +21,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use datasets::{Dataset, NewDataset};
 pub use error::{StoreError, StoreResult};
 pub use jobs::{Job, JobFilter, JobKind, JobState, LeaseInfo, NewJob, ReapOutcome, ReapedJob};
+pub use mlflow::{OutboxEntry, OutboxKind, OutboxStatus, UnsyncedMetric};
 pub use models::{Model, ModelFilter, ModelUpdate, NewModel};
 pub use records::ArtifactRecord;
 pub use runs::{Metric, MetricPoint, NewRun, Run, RunStatus};
@@ -253,16 +255,30 @@ impl Store {
 /// The embedded migrations of `backend`. Both folders carry the same versions.
 fn migrator(backend: Backend) -> Migrator {
     let files: &[(i64, &str, &'static str)] = match backend {
-        Backend::Sqlite => &[(
-            1,
-            "init",
-            include_str!("../../migrations/sqlite/0001_init.sql"),
-        )],
-        Backend::Postgres => &[(
-            1,
-            "init",
-            include_str!("../../migrations/postgres/0001_init.sql"),
-        )],
+        Backend::Sqlite => &[
+            (
+                1,
+                "init",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "mlflow outbox",
+                include_str!("../../migrations/sqlite/0002_mlflow_outbox.sql"),
+            ),
+        ],
+        Backend::Postgres => &[
+            (
+                1,
+                "init",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+            (
+                2,
+                "mlflow outbox",
+                include_str!("../../migrations/postgres/0002_mlflow_outbox.sql"),
+            ),
+        ],
     };
     Migrator::with_migrations(
         files

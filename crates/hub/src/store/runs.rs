@@ -249,7 +249,7 @@ impl Store {
             }
             sql.push_str(
                 " ON CONFLICT (run_id, key, step) DO UPDATE SET value = excluded.value, \
-                 timestamp_ms = excluded.timestamp_ms",
+                 timestamp_ms = excluded.timestamp_ms, mlflow_synced = 0",
             );
             let mut q = sqlx::query(AssertSql(sql)).bind(run_id);
             for p in chunk {

@@ -718,6 +718,15 @@ impl Store {
         Ok(())
     }
 
+    /// Ids of the versions still `registering`, oldest first.
+    pub async fn registering_version_ids(&self) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM model_versions WHERE status = 'registering' ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The aliases of a model, sorted by name.
     pub async fn list_aliases(&self, model_id: i64) -> StoreResult<Vec<VersionAlias>> {
         let rows = sqlx::query(

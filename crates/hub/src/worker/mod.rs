@@ -17,7 +17,10 @@
 //! [`Worker::run_once`] claims and runs a single job (tests step the queue
 //! with it); [`Worker::run`] loops until shut down.
 
+mod eval_job;
 mod train_job;
+
+pub use eval_job::EvalResult;
 
 use std::time::Duration;
 
@@ -204,19 +207,7 @@ impl Worker {
     async fn execute(&self, job: Job, shutdown: Option<watch::Receiver<bool>>) -> JobOutcome {
         match job.kind {
             JobKind::Train => train_job::run(self, job, shutdown).await,
-            JobKind::Evaluate => {
-                let mut out = JobOutcome::new(job.id);
-                let msg = "evaluation jobs are not supported by this worker yet";
-                match self.store.fail(job.id, &self.id, msg).await {
-                    Ok(j) => out.state = j.state,
-                    Err(e) => {
-                        tracing::warn!(job_id = job.id, error = %e, "could not fail job");
-                        out.lease_lost = true;
-                    }
-                }
-                out.error = Some(msg.to_string());
-                out
-            }
+            JobKind::Evaluate => eval_job::run(self, job, shutdown).await,
         }
     }
 

@@ -31,7 +31,7 @@ pub const ADAPTER_FORMAT: &str = "mlx-lora-adapter";
 
 /// Why an attempt did not succeed.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     Cancelled { step: usize },
     NonFinite { step: usize, loss: f32 },
     Error(String),
@@ -43,18 +43,18 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
-fn fail(msg: impl Into<String>) -> Failure {
+pub(super) fn fail(msg: impl Into<String>) -> Failure {
     Failure::Error(msg.into())
 }
 
 /// Flags shared by the lease keeper, the shutdown watcher and the trainer.
 #[derive(Debug, Clone, Default)]
-struct Control {
+pub(super) struct Control {
     /// Read by the engine's trainer before every step.
-    cancel: Arc<AtomicBool>,
-    lease_lost: Arc<AtomicBool>,
+    pub(super) cancel: Arc<AtomicBool>,
+    pub(super) lease_lost: Arc<AtomicBool>,
     /// Stopped by a worker shutdown: release the job instead of cancelling it.
-    released: Arc<AtomicBool>,
+    pub(super) released: Arc<AtomicBool>,
 }
 
 pub(super) async fn run(
@@ -91,7 +91,7 @@ pub(super) async fn run(
 
 /// Renews the lease every `lease / 3`; raises the cancel flag on a pending
 /// cancel, and stops the job (without result) when the lease is lost.
-async fn keep_lease(w: Worker, job_id: i64, ctl: Control) {
+pub(super) async fn keep_lease(w: Worker, job_id: i64, ctl: Control) {
     let every = (w.lease / 3).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(every).await;
@@ -453,7 +453,7 @@ fn add_points(ev: &TrainEvent, points: &mut Vec<MetricPoint>) -> Option<usize> {
 }
 
 /// Hard-links (or copies) the base version's files into `dir`.
-fn materialise(dir: &Path, files: &[(String, PathBuf, i64)]) -> Result<(), Failure> {
+pub(super) fn materialise(dir: &Path, files: &[(String, PathBuf, i64)]) -> Result<(), Failure> {
     for (rel, src, size) in files {
         let dst = dir.join(rel);
         if let Some(parent) = dst.parent() {

@@ -190,3 +190,4 @@ macro_rules! store_test {
 }
 
 pub mod http;
+pub mod mlflow;
