@@ -3,6 +3,8 @@
 //! char-level vocabulary, ≥ 90% exact on held-out strings. Also checks gradient
 //! accumulation and clipping on that model. Needs no fixture.
 
+mod train_common;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -250,6 +252,7 @@ fn clipping_scales_the_update_to_the_max_norm() {
 // 96% of the 200 held-out strings exact (about 50 s on 2 busy cores, less when idle).
 #[test]
 fn a_fresh_model_learns_to_reverse_strings() {
+    eprintln!("BLAS: {}", train_common::blas_kind());
     let tic = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
