@@ -88,6 +88,9 @@ pub struct Args {
     /// seeded by --seed) instead of its trained weights.
     #[arg(long)]
     from_scratch: bool,
+    /// Pause this many seconds after every validation (thermal headroom on laptops).
+    #[arg(long, default_value_t = 0.0)]
+    cooldown_seconds: f64,
     /// Run the training step eagerly instead of compiling it with MLX.
     #[arg(long)]
     no_compile: bool,
@@ -233,6 +236,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume,
         extra_config: extra,
         compile: !args.no_compile,
+        // A fresh model needs its embeddings and output layer trained too.
+        train_embeddings: args.from_scratch && fine_tune_type == FineTuneType::Full,
+        cooldown_seconds: args.cooldown_seconds,
     };
     let as_json = args.json;
     let grad = GradOptions {

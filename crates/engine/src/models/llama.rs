@@ -449,7 +449,12 @@ impl Llama {
                 tokens.shape()
             )));
         }
-        let mut h = self.embed_tokens.forward(tokens)?;
+        // A trained embedding (from scratch) replaces the model's, tied head included.
+        let embed = adapt.weight("model.embed_tokens");
+        let mut h = match embed {
+            Some(w) => w.take(tokens, Some(0))?,
+            None => self.embed_tokens.forward(tokens)?,
+        };
         let mask = if tokens.dim(1) > 1 {
             AttentionMask::Causal
         } else {
@@ -459,16 +464,63 @@ impl Llama {
             h = layer.forward(&h, mask, None, adapt)?;
         }
         let h = self.norm.forward_adapted(&h, "model.norm", adapt)?;
-        match &self.lm_head {
-            Some(head) => head.forward_adapted(&h, "lm_head", adapt),
-            None => self.embed_tokens.as_linear(&h),
+        match (&self.lm_head, embed) {
+            (Some(head), _) => head.forward_adapted(&h, "lm_head", adapt),
+            (None, Some(w)) => Ok(h.matmul(&w.t()?)?),
+            (None, None) => self.embed_tokens.as_linear(&h),
         }
     }
 
+    /// The parameters outside the blocks by mlx-lm name: the token embedding, the
+    /// final norm and the untied output layer; an error when one is quantized.
+    pub fn outer_parameters(&self) -> Result<Params> {
+        let mut out = Params::new();
+        match &self.embed_tokens {
+            Embedding::Float(w) => out.insert("model.embed_tokens.weight".into(), w.clone()),
+            Embedding::Quantized(_) => {
+                return Err(ModelError::Invalid(
+                    "model.embed_tokens is quantized: it cannot be trained".into(),
+                ));
+            }
+        };
+        out.insert("model.norm.weight".into(), self.norm.weight.clone());
+        match &self.lm_head {
+            Some(Linear::Float { weight, .. }) => {
+                out.insert("lm_head.weight".into(), weight.clone());
+            }
+            Some(Linear::Quantized { .. }) => {
+                return Err(ModelError::Invalid(
+                    "lm_head is quantized: it cannot be trained".into(),
+                ));
+            }
+            None => {}
+        }
+        Ok(out)
+    }
+
     /// Replaces the weights of linear layers and norms by name (a fused or fully
-    /// fine-tuned model): `model.layers.{i}.{module}.weight` / `.bias`.
+    /// fine-tuned model): `model.layers.{i}.{module}.weight` / `.bias`, and the
+    /// [`Llama::outer_parameters`].
     pub fn set_parameters(&mut self, params: &Params) -> Result<()> {
         for (name, value) in params {
+            match name.as_str() {
+                "model.embed_tokens.weight" => {
+                    self.embed_tokens = Embedding::Float(value.clone());
+                    continue;
+                }
+                "model.norm.weight" => {
+                    self.norm.weight = value.clone();
+                    continue;
+                }
+                "lm_head.weight" if self.lm_head.is_some() => {
+                    self.lm_head = Some(Linear::Float {
+                        weight: value.clone(),
+                        bias: None,
+                    });
+                    continue;
+                }
+                _ => {}
+            }
             let (module, leaf) = name
                 .rsplit_once('.')
                 .ok_or_else(|| ModelError::Invalid(format!("bad parameter name `{name}`")))?;

@@ -317,6 +317,9 @@ fn expected_shapes(spec: &AdapterSpec, model: &Llama) -> Result<BTreeMap<String,
                 out.extend(p.into_iter().map(|(k, v)| (k, v.shape())));
             }
         }
+        if let Ok(p) = model.outer_parameters() {
+            out.extend(p.into_iter().map(|(k, v)| (k, v.shape())));
+        }
         return Ok(out);
     }
     for i in spec.blocks(model)? {

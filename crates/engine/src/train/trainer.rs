@@ -82,6 +82,13 @@ pub struct TrainConfig {
     pub extra_config: Map<String, Value>,
     /// Compile the training step with MLX (as mlx-lm does).
     pub compile: bool,
+    /// A full fine-tune also trains the token embedding, the final norm and the
+    /// output layer (not an mlx-lm option: for models trained from scratch, whose
+    /// random embeddings would otherwise stay fixed).
+    pub train_embeddings: bool,
+    /// Seconds to pause after every validation (thermal headroom on laptops); the
+    /// pause is not counted in the reported speed and is cut short by cancellation.
+    pub cooldown_seconds: f64,
 }
 
 impl Default for TrainConfig {
@@ -103,6 +110,8 @@ impl Default for TrainConfig {
             resume: None,
             extra_config: Map::new(),
             compile: true,
+            train_embeddings: false,
+            cooldown_seconds: 0.0,
         }
     }
 }
@@ -141,6 +150,9 @@ impl TrainConfig {
         put("report_to", Value::Null);
         put("project_name", Value::Null);
         put("trust_remote_code", false.into());
+        if self.train_embeddings {
+            put("train_embeddings", true.into());
+        }
         if let Some(p) = &self.adapter_path {
             put("adapter_path", p.display().to_string().into());
         }
@@ -289,6 +301,15 @@ pub fn clip_grad_norm(grads: &mut Params, max_norm: f32) -> mlx::Result<Array> {
     Ok(norm)
 }
 
+/// Sleeps `seconds` in short slices, returning early when `cancel` is set.
+fn cool_down(seconds: f64, cancel: Option<&AtomicBool>) {
+    let until = Instant::now() + std::time::Duration::from_secs_f64(seconds.max(0.0));
+    while Instant::now() < until && !cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        let left = until.saturating_duration_since(Instant::now());
+        std::thread::sleep(left.min(std::time::Duration::from_millis(100)));
+    }
+}
+
 /// [`train`] with gradient accumulation and clipping ([`GradOptions`]).
 pub fn train_with(
     model: &Llama,
@@ -300,6 +321,12 @@ pub fn train_with(
 ) -> Result<TrainOutcome> {
     if cfg.iters == 0 {
         return Err(TrainError::Invalid("iters must be at least 1".into()));
+    }
+    if !(cfg.cooldown_seconds >= 0.0 && cfg.cooldown_seconds.is_finite()) {
+        return Err(TrainError::Invalid(format!(
+            "cooldown_seconds must be a finite number >= 0, not {}",
+            cfg.cooldown_seconds
+        )));
     }
     if grad.grad_accumulation_steps < 1 {
         return Err(TrainError::Invalid(
@@ -321,6 +348,14 @@ pub fn train_with(
     }
     mlx::random::seed(cfg.seed);
     let mut params = spec.init(model, cfg.seed)?;
+    if cfg.train_embeddings {
+        if spec.fine_tune_type != FineTuneType::Full {
+            return Err(TrainError::Invalid(
+                "train_embeddings needs the full fine-tune type".into(),
+            ));
+        }
+        params.extend(model.outer_parameters()?);
+    }
     if let Some(resume) = &cfg.resume {
         for (k, v) in resume {
             match params.get(k) {
@@ -474,6 +509,7 @@ pub fn train_with(
                 val_loss,
                 val_time: tic.elapsed().as_secs_f64(),
             });
+            cool_down(cfg.cooldown_seconds, cancel);
         }
         let tic = Instant::now();
         let do_update = it % accum == 0;

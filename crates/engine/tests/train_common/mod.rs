@@ -27,6 +27,14 @@ pub const VALID_TEXT: &[&str] = &[
     "The world says hello to the fox.",
 ];
 
+/// Which BLAS MLX calls (`openblas`, `reference`, …). Calling it also keeps the
+/// shim's reference to OpenBLAS in the test binary: without one, the linker's
+/// `--as-needed` drops libopenblas and MLX falls back to the wheel's reference BLAS
+/// (~20× slower sgemm), as `ldd` on a test binary shows.
+pub fn blas_kind() -> &'static str {
+    mlx::system::blas().kind
+}
+
 fn skip(reason: &str) -> Option<PathBuf> {
     if std::env::var_os("CI").is_some() {
         panic!("{reason}");

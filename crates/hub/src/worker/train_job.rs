@@ -242,6 +242,7 @@ fn engine_config(
         resume: None,
         extra_config: extra,
         compile: true,
+        ..engine::train::TrainConfig::default()
     })
 }
 
