@@ -14,6 +14,7 @@ pub mod artifacts;
 pub mod config;
 pub mod dataset_import;
 pub mod error;
+pub mod hf;
 pub mod http;
 pub mod paths;
 pub mod registry;
