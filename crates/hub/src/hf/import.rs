@@ -226,11 +226,12 @@ fn convert_once(
         .tempdir_in(imports)
         .map_err(|e| HfError::io(imports, e))?;
     let tmp = work.path().join("model");
-    engine::convert::convert_gguf(gguf, &tmp, &engine::convert::ConvertOptions::default())
-        .map_err(|e| HubError::InvalidModelFolder {
+    engine::convert::convert_gguf(gguf, &tmp, options).map_err(|e| {
+        HubError::InvalidModelFolder {
             path: gguf.to_path_buf(),
             message: format!("GGUF import failed: {e}"),
-        })?;
+        }
+    })?;
     match std::fs::rename(&tmp, &out) {
         Ok(()) => Ok(out),
         // converted concurrently by another pull
