@@ -85,16 +85,16 @@ impl FakeHub {
     }
 
     /// The repository, or the error response the Hub gives.
-    fn repo(&self, id: &str, headers: &HeaderMap) -> Result<&FakeRepo, Response> {
+    fn repo(&self, id: &str, headers: &HeaderMap) -> Result<&FakeRepo, Box<Response>> {
         let Some(r) = self.repos.get(id) else {
-            return Err(hub_error(StatusCode::NOT_FOUND, "RepoNotFound"));
+            return Err(Box::new(hub_error(StatusCode::NOT_FOUND, "RepoNotFound")));
         };
         let authorized = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             == Some(&format!("Bearer {TOKEN}"));
         if r.gated && !authorized {
-            return Err(hub_error(StatusCode::UNAUTHORIZED, "GatedRepo"));
+            return Err(Box::new(hub_error(StatusCode::UNAUTHORIZED, "GatedRepo")));
         }
         Ok(r)
     }
@@ -123,7 +123,7 @@ async fn revision_info(
     );
     let repo = match s.repo(&format!("{org}/{name}"), &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let Some(commit) = resolve_rev(&rev) else {
         return hub_error(StatusCode::NOT_FOUND, "RevisionNotFound");
@@ -150,7 +150,7 @@ async fn resolve(
     );
     let repo = match s.repo(&format!("{org}/{name}"), &headers) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let Some(commit) = resolve_rev(&rev) else {
         return hub_error(StatusCode::NOT_FOUND, "RevisionNotFound");
