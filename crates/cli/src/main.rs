@@ -23,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// First run: get SmolLM2-135M-Instruct, register an example dataset, fine-tune
+    /// it with LoRA and serve it (each step timed; re-runs reuse what exists).
+    Quickstart(commands::quickstart::Args),
     /// Run the hub: HTTP API over the registry, datasets, jobs and runs.
     Serve(commands::serve::Args),
     /// Claim and run training jobs from the queue (several may share one database).
@@ -53,6 +56,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Worker(args) => commands::worker::run(args),
         Command::Migrate(args) => commands::migrate::run(args),

@@ -27,6 +27,7 @@
 //! | `MethodNotAllowed`                      | 405    | `invalid_request` | `method_not_allowed`          |
 //! | `Config`                                | 500    | `internal`        | `invalid_config` (start-up only) |
 //! | `Internal`                              | 500    | `internal`        | `internal`                    |
+//! | `Hf` (Hugging Face pulls)               | 404/403/409/422/502 | see [`crate::hf::HfError::classify`] | `hf_…` |
 //!
 //! 5xx bodies never carry internal details beyond the error's own message.
 
@@ -108,6 +109,10 @@ pub enum HubError {
 
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// Pulling from the Hugging Face Hub failed (see [`crate::hf::HfError`]).
+    #[error(transparent)]
+    Hf(#[from] crate::hf::HfError),
 }
 
 /// The `error` object of an error body.
@@ -152,6 +157,7 @@ impl HubError {
             HubError::MethodNotAllowed { .. } => (405, INVALID, "method_not_allowed"),
             HubError::Config(_) => (500, "internal", "invalid_config"),
             HubError::Internal(_) => (500, "internal", "internal"),
+            HubError::Hf(e) => e.classify(),
         }
     }
 

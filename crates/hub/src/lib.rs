@@ -15,6 +15,7 @@ pub mod artifacts;
 pub mod config;
 pub mod dataset_import;
 pub mod error;
+pub mod hf;
 pub mod http;
 pub mod mlflow;
 pub mod paths;

@@ -8,6 +8,8 @@ pub mod generate;
 pub mod jobs;
 pub mod migrate;
 pub mod models;
+pub mod pull;
+pub mod quickstart;
 pub mod serve;
 pub mod train;
 pub mod worker;

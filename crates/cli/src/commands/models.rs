@@ -55,6 +55,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Pull ORG/NAME[@REVISION] from the Hugging Face Hub into its cache and register it.
+    Pull(super::pull::PullArgs),
+    /// List the models in the Hugging Face cache.
+    HfCache(super::pull::HfCacheArgs),
     /// Archive a version (its files move to the archive tier).
     Archive {
         name: String,
@@ -68,6 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let hub = open_hub(&args.hub).await?;
         match args.command {
+            Command::Pull(a) => super::pull::run_pull(&hub, a).await?,
+            Command::HfCache(a) => super::pull::run_hf_cache(a)?,
             Command::List {
                 name_contains,
                 json,

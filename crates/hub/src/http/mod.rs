@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `/health` | GET: status, version, database backend (no token needed) |
 //! | `/api/models` | GET `?name_contains=&tag=&limit=&offset=`, POST `{name, description?, tags?}` |
+//! | `/api/models/pull` | POST `{repo, revision?, name?, file?, alias?, description?}`: pull from the Hugging Face Hub and register (see `crate::hf`) |
 //! | `/api/models/{name}` | GET (with versions and aliases), PATCH `{description?, tags?}`, DELETE (409 while versions exist) |
 //! | `/api/models/{name}/versions` | GET `?status=`, POST `{path, link?, description?, tags?, alias?}` (a folder inside the import root) |
 //! | `/api/models/{name}/versions/{v}` | GET (files, lineage, base version), PATCH (description/tags; content only while registering) — `v` = number, `vN`, `latest` or alias |
@@ -36,6 +37,7 @@ mod jobs;
 mod mlflow;
 mod models;
 mod openai;
+mod pull;
 mod runs;
 mod versions;
 
@@ -93,6 +95,7 @@ impl RouterBuilder {
             .route("/health", get(health::health))
             .route("/api/mlflow/status", get(mlflow::status))
             .route("/api/models", get(models::list).post(models::create))
+            .route("/api/models/pull", post(pull::pull))
             .route(
                 "/api/models/{name}",
                 get(models::show)

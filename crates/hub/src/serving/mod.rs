@@ -655,7 +655,8 @@ fn materialise(
                             f.size_bytes
                         )));
                     }
-                    src
+                    // the HF cache's files are relative symlinks: link their targets
+                    std::fs::canonicalize(&src).unwrap_or(src)
                 }
             };
             if std::fs::hard_link(&src, &dest).is_err() {
