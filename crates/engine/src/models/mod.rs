@@ -22,6 +22,21 @@ pub trait LanguageModel {
     /// A fresh, empty cache: one [`KvCache`] per layer.
     fn make_cache(&self) -> Vec<KvCache>;
     fn config(&self) -> &ModelConfig;
+
+    /// One decode step of `B` independent sequences: `tokens` `[B, 1]` int32 →
+    /// logits `[B, 1, V]`, row `i` appending to `caches[i]` (each at its own
+    /// offset). Row `i` computes what [`LanguageModel::forward`] computes for it
+    /// alone. The default runs the rows one by one.
+    fn forward_batch(&self, tokens: &Array, caches: &mut [&mut [KvCache]]) -> Result<Array> {
+        let b = tokens.dim(0);
+        let mut rows = Vec::with_capacity(b as usize);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let i = i as i32;
+            rows.push(self.forward(&tokens.slice_axis(0, i, i + 1)?, cache)?);
+        }
+        let refs: Vec<&Array> = rows.iter().collect();
+        Ok(mlx::concatenate(&refs, 0)?)
+    }
 }
 
 /// Loads a model folder (`config.json` + safetensors) in mlx-lm's layout.
