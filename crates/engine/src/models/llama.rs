@@ -602,6 +602,19 @@ impl Llama {
     }
 }
 
+fn dense_linear(l: &Linear, dtype: mlx::Dtype) -> Result<Linear> {
+    Ok(match l {
+        Linear::Float { weight, bias } => Linear::Float {
+            weight: weight.as_type(dtype)?,
+            bias: bias.as_ref().map(|b| b.as_type(dtype)).transpose()?,
+        },
+        Linear::Quantized { q, bias } => Linear::Float {
+            weight: mlx::quantization::dequantize(q, Some(dtype))?,
+            bias: bias.as_ref().map(|b| b.as_type(dtype)).transpose()?,
+        },
+    })
+}
+
 impl Llama {
     /// The adapters of inference (no dropout).
     fn inference_adapt(&self) -> Adapt<'_> {
@@ -676,6 +689,59 @@ impl LanguageModel for Llama {
             Some(head) => head.forward_adapted(&h, "lm_head", &ad),
             None => self.embed_tokens.as_linear(&h),
         }
+    }
+
+    fn densify(&mut self, dtype: mlx::Dtype) -> Result<Option<usize>> {
+        let mut all = Vec::new();
+        self.embed_tokens = match &self.embed_tokens {
+            Embedding::Float(w) => Embedding::Float(w.as_type(dtype)?),
+            Embedding::Quantized(q) => {
+                Embedding::Float(mlx::quantization::dequantize(q, Some(dtype))?)
+            }
+        };
+        if let Embedding::Float(w) = &self.embed_tokens {
+            all.push(w.clone());
+        }
+        if let Some(head) = &self.lm_head {
+            self.lm_head = Some(dense_linear(head, dtype)?);
+        }
+        self.norm.weight = self.norm.weight.as_type(dtype)?;
+        all.push(self.norm.weight.clone());
+        for b in &mut self.layers {
+            for l in [
+                &mut b.self_attn.q_proj,
+                &mut b.self_attn.k_proj,
+                &mut b.self_attn.v_proj,
+                &mut b.self_attn.o_proj,
+                &mut b.mlp.gate_proj,
+                &mut b.mlp.up_proj,
+                &mut b.mlp.down_proj,
+            ] {
+                *l = dense_linear(l, dtype)?;
+            }
+            for n in [&mut b.input_layernorm, &mut b.post_attention_layernorm]
+                .into_iter()
+                .chain(b.self_attn.q_norm.as_mut())
+                .chain(b.self_attn.k_norm.as_mut())
+            {
+                n.weight = n.weight.as_type(dtype)?;
+            }
+        }
+        for b in &self.layers {
+            for (_, l) in b.linears() {
+                if let Linear::Float { weight, bias } = l {
+                    all.push(weight.clone());
+                    all.extend(bias.iter().cloned());
+                }
+            }
+            all.push(b.input_layernorm.weight.clone());
+            all.push(b.post_attention_layernorm.weight.clone());
+        }
+        if let Some(Linear::Float { weight, .. }) = &self.lm_head {
+            all.push(weight.clone());
+        }
+        mlx::eval(&all)?;
+        Ok(Some(all.iter().map(|a| a.nbytes()).sum()))
     }
 
     fn make_cache(&self) -> Vec<KvCache> {

@@ -11,6 +11,8 @@ use mlx::Array;
 
 pub use cache::KvCache;
 pub use llama::Llama;
+/// The dtype of [`LanguageModel::densify`].
+pub use mlx::Dtype;
 
 use crate::config::ModelConfig;
 use crate::weights::Result;
@@ -22,6 +24,16 @@ pub trait LanguageModel {
     /// A fresh, empty cache: one [`KvCache`] per layer.
     fn make_cache(&self) -> Vec<KvCache>;
     fn config(&self) -> &ModelConfig;
+
+    /// Replaces quantized and half-precision weights by dense `dtype` copies
+    /// (evaluated), trading memory for speed: on MLX's CPU backend a float32
+    /// matmul (BLAS) is far faster than a quantized or float16 one, and a batch
+    /// of rows shares one weight pass. Returns the bytes of weights now held;
+    /// `None` when the model does not support it.
+    fn densify(&mut self, dtype: mlx::Dtype) -> Result<Option<usize>> {
+        let _ = dtype;
+        Ok(None)
+    }
 
     /// One decode step of `B` independent sequences: `tokens` `[B, 1]` int32 →
     /// logits `[B, 1, V]`, row `i` appending to `caches[i]` (each at its own

@@ -24,7 +24,9 @@
 //! (sequences batched per model, default 8), `MLX_HUB_SERVING_PREFILL_CHUNK`
 //! (prompt tokens per prefill chunk, default 512),
 //! `MLX_HUB_PREFIX_CACHE_BYTES` (prefix cache per model, default 256 MiB; 0
-//! turns it off), `MLX_HUB_KEEP_ALIVE` (default `5m`).
+//! turns it off), `MLX_HUB_SERVING_DENSE_F32` (`1`: serve with dense float32
+//! weights, see [`ServingConfig::dense_float32`]), `MLX_HUB_KEEP_ALIVE`
+//! (default `5m`).
 
 pub mod metrics;
 mod prefix_cache;
@@ -69,6 +71,11 @@ pub struct ServingConfig {
     pub prefill_chunk: usize,
     /// Bytes of KV cache kept per model for prefix reuse (0: off).
     pub prefix_cache_bytes: usize,
+    /// Serve with dense float32 weights (quantized and half-precision ones
+    /// converted at load): several times faster on MLX's CPU backend, up to
+    /// 8× the memory of a 4-bit model, and numerically not mlx-lm's quantized
+    /// path. Off by default.
+    pub dense_float32: bool,
     /// `Retry-After` of a 503, in seconds.
     pub retry_after_secs: u64,
     /// How often expired models are looked for.
@@ -84,6 +91,7 @@ impl Default for ServingConfig {
             max_running: DEFAULT_MAX_RUNNING,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
+            dense_float32: false,
             retry_after_secs: 1,
             reap_interval: Duration::from_millis(500),
         }
@@ -122,6 +130,9 @@ impl ServingConfig {
                     Err(_) => tracing::warn!(value = %v, "{key} is not a number"),
                 }
             }
+        }
+        if let Some(v) = var("MLX_HUB_SERVING_DENSE_F32") {
+            c.dense_float32 = matches!(v.as_str(), "1" | "true" | "yes" | "on");
         }
         if let Some(v) = var("MLX_HUB_KEEP_ALIVE") {
             match KeepAlive::parse(&serde_json::Value::String(v.clone())) {
@@ -564,6 +575,7 @@ impl Pool {
             max_running: c.max_running.max(1),
             prefill_chunk: c.prefill_chunk.max(1),
             prefix_cache_bytes: c.prefix_cache_bytes,
+            dense_float32: c.dense_float32,
             metrics: self.inner.metrics.clone(),
         };
         let worker = worker::Worker::spawn(label, v.id, dir, settings, keep).await?;

@@ -198,6 +198,7 @@ pub(crate) struct WorkerSettings {
     pub max_running: usize,
     pub prefill_chunk: usize,
     pub prefix_cache_bytes: usize,
+    pub dense_float32: bool,
     pub metrics: Arc<ServingMetrics>,
 }
 
@@ -212,7 +213,15 @@ fn run(
     last_used: Arc<Mutex<Instant>>,
     settings: WorkerSettings,
 ) {
+    let dense = settings.dense_float32;
     let loaded = engine::models::load_model(&dir)
+        .and_then(|mut m| {
+            if dense {
+                let bytes = m.densify(engine::models::Dtype::Float32)?;
+                tracing::info!(model = %label, bytes = ?bytes, "weights densified to float32");
+            }
+            Ok(m)
+        })
         .map_err(|e| HubError::Internal(format!("cannot load {label}: {e}")))
         .and_then(|m| {
             Tokenizer::from_dir(&dir).map(|t| (m, t)).map_err(|e| {
