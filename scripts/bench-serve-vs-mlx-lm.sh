@@ -16,7 +16,9 @@
 #   TINY_DIR:  the tiny model of (c) (default: target/parity-fixtures/llama-tied-f32)
 # Env: PYTHON (python3), OPENBLAS (/usr/lib/x86_64-linux-gnu/libopenblas.so.0),
 #      MLX_HUB_BIN (skip the release build), TOKENS (128: tokens per stream),
-#      ROUNDS (3: repetitions of (a) and (b)), LATENCY_N (40: requests of (c)).
+#      ROUNDS (3: repetitions of (a) and (b)), LATENCY_N (40: requests of (c)),
+#      DENSE (1: also measure `mlx-hub serve` with MLX_HUB_SERVING_DENSE_F32=1, i.e.
+#      dense float32 weights; 0: skip it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -78,6 +80,14 @@ MLX_HUB_KEEP_ALIVE=-1 RUST_LOG=warn "$MLX_HUB_BIN" serve --data-dir "$DATA" --po
   > "$OUT/ours.log" 2>&1 &
 PIDS+=($!); OURS_PID=$!
 wait_http "http://127.0.0.1:$OURS_PORT/health" "$OURS_PID"
+DENSE_PORT=0
+if [ "${DENSE:-1}" = 1 ]; then
+  DENSE_PORT=$(free_port)
+  MLX_HUB_SERVING_DENSE_F32=1 MLX_HUB_KEEP_ALIVE=-1 RUST_LOG=warn "$MLX_HUB_BIN" serve \
+    --data-dir "$DATA" --port "$DENSE_PORT" > "$OUT/ours-dense.log" 2>&1 &
+  PIDS+=($!); DENSE_PID=$!
+  wait_http "http://127.0.0.1:$DENSE_PORT/health" "$DENSE_PID"
+fi
 
 THEIRS_PORT=$(free_port)
 LD_PRELOAD=$PRELOAD "$PYTHON" -m mlx_lm server --model "$MODEL" --port "$THEIRS_PORT" \
@@ -90,11 +100,11 @@ PIDS+=($!); TINY_PID=$!
 wait_http "http://127.0.0.1:$THEIRS_PORT/v1/models" "$THEIRS_PID"
 wait_http "http://127.0.0.1:$TINY_PORT/v1/models" "$TINY_PID"
 
-"$PYTHON" - "$OURS_PORT" "$THEIRS_PORT" "$TINY_PORT" "${TOKENS:-128}" "${ROUNDS:-3}" \
-  "${LATENCY_N:-40}" <<'PY'
+"$PYTHON" - "$OURS_PORT" "$DENSE_PORT" "$THEIRS_PORT" "$TINY_PORT" "${TOKENS:-128}" \
+  "${ROUNDS:-3}" "${LATENCY_N:-40}" <<'PY'
 import http.client, json, statistics, sys, threading, time
 
-ours_port, theirs_port, tiny_port, tokens, rounds, latency_n = map(int, sys.argv[1:])
+ours_port, dense_port, theirs_port, tiny_port, tokens, rounds, latency_n = map(int, sys.argv[1:])
 PROMPTS = [
     "Write a long story about a lighthouse keeper and a storm.",
     "Explain how a steam engine works, step by step.",
@@ -183,28 +193,32 @@ def latency(port, model):
     c.close()
     return pct(times, 50), pct(times, 95)
 
-for port, model in [(ours_port, "bench"), (theirs_port, "default_model")]:
-    stream(port, model, "Hello", 8)  # load and warm up
-
+# side: (name, port, model, tiny port, tiny model); each side runs alone
+sides = [("mlx-hub", ours_port, "bench", ours_port, "tiny")]
+if dense_port:
+    sides.append(("mlx-hub-f32", dense_port, "bench", dense_port, "tiny"))
+sides.append(("mlx_lm", theirs_port, "default_model", tiny_port, "default_model"))
 res = {}
-for side, port, model in [("mlx-hub", ours_port, "bench"), ("mlx_lm", theirs_port, "default_model")]:
-    res[side] = {"single": single(port, model), "conc": concurrent(port, model)}
-res["mlx-hub"]["lat"] = latency(ours_port, "tiny")
-res["mlx_lm"]["lat"] = latency(tiny_port, "default_model")
-
-print(f"== results ({tokens} tokens per stream, best of {rounds}; latency over {latency_n} requests)")
-for side in ("mlx-hub", "mlx_lm"):
+for side, port, model, tport, tmodel in sides:
+    stream(port, model, "Hello", 8)  # load and warm up
+    res[side] = {"single": single(port, model), "conc": concurrent(port, model),
+                 "lat": latency(tport, tmodel)}
     s, c, l = res[side]["single"], res[side]["conc"], res[side]["lat"]
-    print(f"   {side:8} (a) {s[0]:7.1f} tok/s  TTFT {s[1]*1000:6.1f} ms | "
-          f"(b) 8 streams {c[0]:7.1f} tok/s  TTFT p50 {c[1]*1000:6.1f} ms p95 {c[2]*1000:6.1f} ms | "
-          f"(c) p50 {l[0]*1000:6.1f} ms p95 {l[1]*1000:6.1f} ms")
-o, t = res["mlx-hub"], res["mlx_lm"]
-print("== ratios (mlx-hub / mlx_lm; > 1 means mlx-hub is faster)")
-print(f"   (a) single-stream tok/s: {o['single'][0] / t['single'][0]:.2f}x (goal >= 1.1x); "
-      f"TTFT {o['single'][1]*1000:.1f} vs {t['single'][1]*1000:.1f} ms")
-print(f"   (b) 8-stream aggregate tok/s: {o['conc'][0] / t['conc'][0]:.2f}x (goal >= 1.5x); "
-      f"TTFT p50 {o['conc'][1]*1000:.1f} vs {t['conc'][1]*1000:.1f} ms "
-      f"({'no worse' if o['conc'][1] <= t['conc'][1] else 'WORSE'})")
-print(f"   (c) 16-token completion p50: {o['lat'][0]*1000:.1f} ms (goal < 100 ms), "
-      f"mlx_lm {t['lat'][0]*1000:.1f} ms; ratio {t['lat'][0] / o['lat'][0]:.2f}x")
+    print(f"   {side:11} (a) {s[0]:7.1f} tok/s  TTFT {s[1]*1000:7.1f} ms | "
+          f"(b) 8 streams {c[0]:7.1f} tok/s  TTFT p50 {c[1]*1000:7.1f} ms p95 {c[2]*1000:7.1f} ms | "
+          f"(c) p50 {l[0]*1000:6.1f} ms p95 {l[1]*1000:6.1f} ms", flush=True)
+
+t = res["mlx_lm"]
+print(f"== ratios ({tokens} tokens per stream, best of {rounds}; latency over {latency_n} "
+      "requests; > 1 means mlx-hub is faster)")
+for side in [x[0] for x in sides if x[0] != "mlx_lm"]:
+    o = res[side]
+    print(f"   {side}:")
+    print(f"     (a) single-stream tok/s: {o['single'][0] / t['single'][0]:.2f}x (goal >= 1.1x); "
+          f"TTFT {o['single'][1]*1000:.1f} vs {t['single'][1]*1000:.1f} ms")
+    print(f"     (b) 8-stream aggregate tok/s: {o['conc'][0] / t['conc'][0]:.2f}x (goal >= 1.5x); "
+          f"TTFT p50 {o['conc'][1]*1000:.1f} vs {t['conc'][1]*1000:.1f} ms "
+          f"({'no worse' if o['conc'][1] <= t['conc'][1] else 'WORSE'})")
+    print(f"     (c) 16-token completion p50: {o['lat'][0]*1000:.1f} ms (goal < 100 ms), "
+          f"mlx_lm {t['lat'][0]*1000:.1f} ms; ratio {t['lat'][0] / o['lat'][0]:.2f}x")
 PY
