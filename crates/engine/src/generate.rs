@@ -26,7 +26,7 @@ use crate::weights::{ModelError, Result};
 /// Prompt tokens run per forward pass while prefilling.
 pub const DEFAULT_PREFILL_STEP: usize = 512;
 
-fn tokens_array(ids: &[u32]) -> Result<Array> {
+pub(crate) fn tokens_array(ids: &[u32]) -> Result<Array> {
     let v: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
     Ok(Array::from_slice(&v, &[1, v.len() as i32])?)
 }
@@ -250,11 +250,116 @@ pub struct SampledToken {
     pub logprobs: Array,
 }
 
-struct Step {
-    token: Array,
+/// One sampled position, still lazy (queued with `async_eval`).
+pub(crate) struct Step {
+    pub(crate) token: Array,
     logprobs: Array,
     token_logprob: Array,
     top: Option<(Array, Array)>,
+}
+
+impl Step {
+    /// Reads the token (and its log-probabilities) back from the device.
+    pub(crate) fn read(self) -> std::result::Result<SampledToken, GenerateError> {
+        let id = self.token.item::<i32>()? as u32;
+        let logprob = self.token_logprob.item::<f32>()?;
+        let top_logprobs = match &self.top {
+            Some((idx, vals)) => {
+                let idx = idx.to_vec::<i32>()?;
+                let vals = vals.to_vec::<f32>()?;
+                let mut top: Vec<(u32, f32)> =
+                    idx.into_iter().map(|i| i as u32).zip(vals).collect();
+                top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                top
+            }
+            None => Vec::new(),
+        };
+        let v = self.logprobs.dim(-1);
+        Ok(SampledToken {
+            id,
+            logprob,
+            top_logprobs,
+            logprobs: self.logprobs.reshape(&[v])?,
+        })
+    }
+}
+
+/// The per-sequence half of a step, shared by [`TokenGenerator`] and the batched
+/// decoder: the logits processors over the sequence's history, log-probabilities,
+/// the sampler with the sequence's own key, the reported log-probabilities.
+pub(crate) struct RowSampling<'a> {
+    pub(crate) sampler: &'a Sampler,
+    pub(crate) processors: &'a LogitsProcessors,
+    pub(crate) keys: Option<&'a mut KeySequence>,
+    pub(crate) history: &'a mut Option<Array>,
+    pub(crate) top_logprobs: usize,
+}
+
+impl RowSampling<'_> {
+    /// `input` `[L]` int32: the tokens just run (they extend the history);
+    /// `logits` `[1, V]` of the last position. Returns the step and what to evaluate.
+    pub(crate) fn sample(
+        &mut self,
+        input: &Array,
+        mut logits: Array,
+    ) -> std::result::Result<(Step, Vec<Array>), GenerateError> {
+        let v = logits.dim(-1);
+        let mut to_eval = Vec::new();
+        if !self.processors.is_empty() {
+            let context = self.processors.context_size() as i32;
+            let history = match self.history.take() {
+                Some(h) => mlx::concatenate(&[&h, input], 0)?,
+                None => input.clone(),
+            };
+            let n = history.dim(0);
+            let history = if n > context {
+                history.slice_axis(0, n - context, n)?
+            } else {
+                history
+            };
+            logits = self.processors.apply(&history, &logits)?;
+            to_eval.push(history.clone());
+            *self.history = Some(history);
+        }
+        let logprobs = logits.sub(&logits.logsumexp(-1, true)?)?;
+        let key = match self.keys.as_mut() {
+            Some(k) => Some(k.next()?),
+            None => None,
+        };
+        let token = self
+            .sampler
+            .sample(&logprobs, key.as_ref())?
+            .as_type(Dtype::Int32)?;
+        let token_logprob = logprobs
+            .take_along_axis(&token.reshape(&[1, 1])?, -1)?
+            .as_type(Dtype::Float32)?;
+        let top = if self.top_logprobs > 0 {
+            let k = (self.top_logprobs as i32).min(v);
+            let idx = logprobs
+                .negative()?
+                .argpartition(k - 1, -1)?
+                .slice_axis(-1, 0, k)?;
+            let vals = logprobs
+                .take_along_axis(&idx, -1)?
+                .as_type(Dtype::Float32)?;
+            Some((idx.as_type(Dtype::Int32)?, vals))
+        } else {
+            None
+        };
+        to_eval.extend([token.clone(), logprobs.clone(), token_logprob.clone()]);
+        if let Some((i, x)) = &top {
+            to_eval.extend([i.clone(), x.clone()]);
+        }
+        Ok((
+            Step {
+                token,
+                logprobs,
+                token_logprob,
+                top,
+            },
+            to_eval,
+        ))
+    }
 }
 
 /// Token-level generation, mlx-lm's `generate_step`: prefill `prompt[..n-1]` in chunks,
@@ -285,6 +390,37 @@ fn clock_seed() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Checks a prompt and parameters against the model; the sampler, the logits
+/// processors and the key sequence (`None` when greedy) of one generation.
+pub(crate) fn sampling_state(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    params: &GenerateParams,
+) -> std::result::Result<(Sampler, LogitsProcessors, Option<KeySequence>), GenerateError> {
+    if prompt.is_empty() {
+        return Err(GenerateError::Invalid("the prompt is empty".into()));
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        return Err(GenerateError::Invalid(format!(
+            "prompt token {bad} is outside the vocabulary (size {vocab})"
+        )));
+    }
+    if let Some(&bad) = params.logit_bias.keys().find(|&&t| t as usize >= vocab) {
+        return Err(GenerateError::Invalid(format!(
+            "logit_bias token {bad} is outside the vocabulary (size {vocab})"
+        )));
+    }
+    let sampler = Sampler::new(params.sampler_params())?;
+    let processors = LogitsProcessors::new(params.processor_params())?;
+    let keys = if sampler.params().is_greedy() {
+        None
+    } else {
+        Some(KeySequence::new(params.seed.unwrap_or_else(clock_seed))?)
+    };
+    Ok((sampler, processors, keys))
+}
+
 impl<'m> TokenGenerator<'m> {
     /// Checks the parameters; nothing runs until the first [`TokenGenerator::next_token`].
     pub fn new(
@@ -292,27 +428,7 @@ impl<'m> TokenGenerator<'m> {
         prompt: &[u32],
         params: &GenerateParams,
     ) -> std::result::Result<TokenGenerator<'m>, GenerateError> {
-        if prompt.is_empty() {
-            return Err(GenerateError::Invalid("the prompt is empty".into()));
-        }
-        let vocab = model.config().vocab_size;
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(GenerateError::Invalid(format!(
-                "prompt token {bad} is outside the vocabulary (size {vocab})"
-            )));
-        }
-        if let Some(&bad) = params.logit_bias.keys().find(|&&t| t as usize >= vocab) {
-            return Err(GenerateError::Invalid(format!(
-                "logit_bias token {bad} is outside the vocabulary (size {vocab})"
-            )));
-        }
-        let sampler = Sampler::new(params.sampler_params())?;
-        let processors = LogitsProcessors::new(params.processor_params())?;
-        let keys = if sampler.params().is_greedy() {
-            None
-        } else {
-            Some(KeySequence::new(params.seed.unwrap_or_else(clock_seed))?)
-        };
+        let (sampler, processors, keys) = sampling_state(model, prompt, params)?;
         Ok(TokenGenerator {
             model,
             cache: model.make_cache(),
@@ -345,60 +461,17 @@ impl<'m> TokenGenerator<'m> {
             .model
             .forward(&input.reshape(&[1, l])?, &mut self.cache)?;
         let (s, v) = (logits.dim(1), logits.dim(-1));
-        let mut logits = logits.slice_axis(1, s - 1, s)?.reshape(&[1, v])?;
-        let mut to_eval = Vec::new();
-        if !self.processors.is_empty() {
-            let context = self.processors.context_size() as i32;
-            let history = match self.history.take() {
-                Some(h) => mlx::concatenate(&[&h, input], 0)?,
-                None => input.clone(),
-            };
-            let n = history.dim(0);
-            let history = if n > context {
-                history.slice_axis(0, n - context, n)?
-            } else {
-                history
-            };
-            logits = self.processors.apply(&history, &logits)?;
-            to_eval.push(history.clone());
-            self.history = Some(history);
-        }
-        let logprobs = logits.sub(&logits.logsumexp(-1, true)?)?;
-        let key = match self.keys.as_mut() {
-            Some(k) => Some(k.next()?),
-            None => None,
+        let logits = logits.slice_axis(1, s - 1, s)?.reshape(&[1, v])?;
+        let mut rows = RowSampling {
+            sampler: &self.sampler,
+            processors: &self.processors,
+            keys: self.keys.as_mut(),
+            history: &mut self.history,
+            top_logprobs: self.top_logprobs,
         };
-        let token = self
-            .sampler
-            .sample(&logprobs, key.as_ref())?
-            .as_type(Dtype::Int32)?;
-        let token_logprob = logprobs
-            .take_along_axis(&token.reshape(&[1, 1])?, -1)?
-            .as_type(Dtype::Float32)?;
-        let top = if self.top_logprobs > 0 {
-            let k = (self.top_logprobs as i32).min(v);
-            let idx = logprobs
-                .negative()?
-                .argpartition(k - 1, -1)?
-                .slice_axis(-1, 0, k)?;
-            let vals = logprobs
-                .take_along_axis(&idx, -1)?
-                .as_type(Dtype::Float32)?;
-            Some((idx.as_type(Dtype::Int32)?, vals))
-        } else {
-            None
-        };
-        to_eval.extend([token.clone(), logprobs.clone(), token_logprob.clone()]);
-        if let Some((i, x)) = &top {
-            to_eval.extend([i.clone(), x.clone()]);
-        }
+        let (step, to_eval) = rows.sample(input, logits)?;
         mlx::async_eval(&to_eval)?;
-        Ok(Step {
-            token,
-            logprobs,
-            token_logprob,
-            top,
-        })
+        Ok(step)
     }
 
     fn start(&mut self) -> std::result::Result<(), GenerateError> {
@@ -431,26 +504,7 @@ impl<'m> TokenGenerator<'m> {
             let next = self.step(&cur.token)?;
             self.pending = Some(next);
         }
-        let id = cur.token.item::<i32>()? as u32;
-        let logprob = cur.token_logprob.item::<f32>()?;
-        let top_logprobs = match &cur.top {
-            Some((idx, vals)) => {
-                let idx = idx.to_vec::<i32>()?;
-                let vals = vals.to_vec::<f32>()?;
-                let mut top: Vec<(u32, f32)> =
-                    idx.into_iter().map(|i| i as u32).zip(vals).collect();
-                top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                top
-            }
-            None => Vec::new(),
-        };
-        let v = cur.logprobs.dim(-1);
-        Ok(Some(SampledToken {
-            id,
-            logprob,
-            top_logprobs,
-            logprobs: cur.logprobs.reshape(&[v])?,
-        }))
+        Ok(Some(cur.read()?))
     }
 }
 

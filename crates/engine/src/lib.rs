@@ -2,6 +2,7 @@
 //! training, quantization and conversion — pure Rust over the `mlx` crate. It knows
 //! nothing of databases or HTTP.
 
+pub mod batch;
 pub mod config;
 pub mod convert;
 pub mod generate;

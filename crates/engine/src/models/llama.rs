@@ -160,6 +160,62 @@ impl Attention {
         self.o_proj
             .forward_adapted(&out, &format!("{p}.o_proj"), ad)
     }
+
+    /// One decode position for each of `B` sequences (`x` `[B, 1, D]`): the
+    /// projections run batched, RoPE, the cache update and attention per row
+    /// (each row has its own offset and cache length), so each row computes
+    /// exactly what a batch of one computes.
+    fn forward_rows(
+        &self,
+        x: &Array,
+        caches: &mut [&mut KvCache],
+        ad: &Adapt<'_>,
+    ) -> Result<Array> {
+        let p = &self.path;
+        let s = x.shape();
+        let (b, l) = (s[0], s[1]);
+        let heads = |y: Array, n: i32, norm: Option<(&RmsNorm, &str)>| -> Result<Array> {
+            let mut y = y.reshape(&[b, l, n, -1])?;
+            if let Some((norm, name)) = norm {
+                y = norm.forward_adapted(&y, &format!("{p}.{name}"), ad)?;
+            }
+            Ok(y.transpose(&[0, 2, 1, 3])?)
+        };
+        let lin = |layer: &Linear, name: &str| layer.forward_adapted(x, &format!("{p}.{name}"), ad);
+        let queries = heads(
+            lin(&self.q_proj, "q_proj")?,
+            self.n_heads,
+            self.q_norm.as_ref().map(|n| (n, "q_norm")),
+        )?;
+        let keys = heads(
+            lin(&self.k_proj, "k_proj")?,
+            self.n_kv_heads,
+            self.k_norm.as_ref().map(|n| (n, "k_norm")),
+        )?;
+        let values = heads(lin(&self.v_proj, "v_proj")?, self.n_kv_heads, None)?;
+        let mut outs = Vec::with_capacity(b as usize);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let i = i as i32;
+            let offset = cache.offset();
+            let q = self
+                .rope
+                .forward(&queries.slice_axis(0, i, i + 1)?, offset)?;
+            let k = self.rope.forward(&keys.slice_axis(0, i, i + 1)?, offset)?;
+            let (k, v) = cache.update_and_fetch(&k, &values.slice_axis(0, i, i + 1)?)?;
+            outs.push(mlx::fast::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                self.scale,
+                AttentionMask::None,
+            )?);
+        }
+        let refs: Vec<&Array> = outs.iter().collect();
+        let out = mlx::concatenate(&refs, 0)?;
+        let out = out.transpose(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
+        self.o_proj
+            .forward_adapted(&out, &format!("{p}.o_proj"), ad)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -224,6 +280,28 @@ impl Block {
             .input_layernorm
             .forward_adapted(x, &format!("{p}.input_layernorm"), ad)?;
         let r = self.self_attn.forward(&n, mask, cache, ad)?;
+        let h = x.add(&r)?;
+        let n = self.post_attention_layernorm.forward_adapted(
+            &h,
+            &format!("{p}.post_attention_layernorm"),
+            ad,
+        )?;
+        let r = self.mlp.forward(&n, ad)?;
+        Ok(h.add(&r)?)
+    }
+
+    /// [`Block::forward`] for one decode position of `B` sequences.
+    fn forward_rows(
+        &self,
+        x: &Array,
+        caches: &mut [&mut KvCache],
+        ad: &Adapt<'_>,
+    ) -> Result<Array> {
+        let p = &self.path;
+        let n = self
+            .input_layernorm
+            .forward_adapted(x, &format!("{p}.input_layernorm"), ad)?;
+        let r = self.self_attn.forward_rows(&n, caches, ad)?;
         let h = x.add(&r)?;
         let n = self.post_attention_layernorm.forward_adapted(
             &h,
@@ -576,6 +654,33 @@ impl Llama {
     }
 }
 
+fn dense_linear(l: &Linear, dtype: mlx::Dtype) -> Result<Linear> {
+    Ok(match l {
+        Linear::Float { weight, bias } => Linear::Float {
+            weight: weight.as_type(dtype)?,
+            bias: bias.as_ref().map(|b| b.as_type(dtype)).transpose()?,
+        },
+        Linear::Quantized { q, bias } => Linear::Float {
+            weight: mlx::quantization::dequantize(q, Some(dtype))?,
+            bias: bias.as_ref().map(|b| b.as_type(dtype)).transpose()?,
+        },
+    })
+}
+
+impl Llama {
+    /// The adapters of inference (no dropout).
+    fn inference_adapt(&self) -> Adapt<'_> {
+        match &self.adapters {
+            Some((params, scale)) => Adapt {
+                params: Some(params),
+                lora_scale: *scale,
+                dropout: 0.0,
+            },
+            None => Adapt::default(),
+        }
+    }
+}
+
 impl LanguageModel for Llama {
     fn forward(&self, tokens: &Array, cache: &mut [KvCache]) -> Result<Array> {
         if tokens.ndim() != 2 {
@@ -597,14 +702,7 @@ impl LanguageModel for Llama {
         } else {
             AttentionMask::None
         };
-        let ad = match &self.adapters {
-            Some((params, scale)) => Adapt {
-                params: Some(params),
-                lora_scale: *scale,
-                dropout: 0.0,
-            },
-            None => Adapt::default(),
-        };
+        let ad = self.inference_adapt();
         for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
             h = layer.forward(&h, mask, Some(c), &ad)?;
         }
@@ -613,6 +711,89 @@ impl LanguageModel for Llama {
             Some(head) => head.forward_adapted(&h, "lm_head", &ad),
             None => self.embed_tokens.as_linear(&h),
         }
+    }
+
+    fn forward_batch(&self, tokens: &Array, caches: &mut [&mut [KvCache]]) -> Result<Array> {
+        let s = tokens.shape();
+        if s.len() != 2 || s[1] != 1 || s[0] as usize != caches.len() {
+            return Err(ModelError::Invalid(format!(
+                "batched decode needs tokens [B, 1] with one cache per row, got shape {s:?} \
+                 and {} caches",
+                caches.len()
+            )));
+        }
+        if let Some(c) = caches.iter().find(|c| c.len() != self.layers.len()) {
+            return Err(ModelError::Invalid(format!(
+                "cache has {} layers, the model {}",
+                c.len(),
+                self.layers.len()
+            )));
+        }
+        let ad = self.inference_adapt();
+        let mut h = self.embed_tokens.forward(tokens)?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let mut layer_caches: Vec<&mut KvCache> =
+                caches.iter_mut().map(|c| &mut c[li]).collect();
+            h = layer.forward_rows(&h, &mut layer_caches, &ad)?;
+        }
+        let h = self.norm.forward_adapted(&h, "model.norm", &ad)?;
+        match &self.lm_head {
+            Some(head) => head.forward_adapted(&h, "lm_head", &ad),
+            None => self.embed_tokens.as_linear(&h),
+        }
+    }
+
+    fn densify(&mut self, dtype: mlx::Dtype) -> Result<Option<usize>> {
+        let mut all = Vec::new();
+        self.embed_tokens = match &self.embed_tokens {
+            Embedding::Float(w) => Embedding::Float(w.as_type(dtype)?),
+            Embedding::Quantized(q) => {
+                Embedding::Float(mlx::quantization::dequantize(q, Some(dtype))?)
+            }
+        };
+        if let Embedding::Float(w) = &self.embed_tokens {
+            all.push(w.clone());
+        }
+        if let Some(head) = &self.lm_head {
+            self.lm_head = Some(dense_linear(head, dtype)?);
+        }
+        self.norm.weight = self.norm.weight.as_type(dtype)?;
+        all.push(self.norm.weight.clone());
+        for b in &mut self.layers {
+            for l in [
+                &mut b.self_attn.q_proj,
+                &mut b.self_attn.k_proj,
+                &mut b.self_attn.v_proj,
+                &mut b.self_attn.o_proj,
+                &mut b.mlp.gate_proj,
+                &mut b.mlp.up_proj,
+                &mut b.mlp.down_proj,
+            ] {
+                *l = dense_linear(l, dtype)?;
+            }
+            for n in [&mut b.input_layernorm, &mut b.post_attention_layernorm]
+                .into_iter()
+                .chain(b.self_attn.q_norm.as_mut())
+                .chain(b.self_attn.k_norm.as_mut())
+            {
+                n.weight = n.weight.as_type(dtype)?;
+            }
+        }
+        for b in &self.layers {
+            for (_, l) in b.linears() {
+                if let Linear::Float { weight, bias } = l {
+                    all.push(weight.clone());
+                    all.extend(bias.iter().cloned());
+                }
+            }
+            all.push(b.input_layernorm.weight.clone());
+            all.push(b.post_attention_layernorm.weight.clone());
+        }
+        if let Some(Linear::Float { weight, .. }) = &self.lm_head {
+            all.push(weight.clone());
+        }
+        mlx::eval(&all)?;
+        Ok(Some(all.iter().map(|a| a.nbytes()).sum()))
     }
 
     fn make_cache(&self) -> Vec<KvCache> {

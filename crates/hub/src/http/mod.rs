@@ -28,6 +28,7 @@
 //! | `/api/mlflow/status` | GET: MLflow sync on/off, outbox backlog and recent errors |
 //! | `/api/ps`, `/api/models/{name}/load`, `…/unload` | GET; POST; POST — the serving pool (see `openai`) |
 //! | `/v1/models`, `/v1/chat/completions`, `/v1/completions` | OpenAI-compatible (see `openai`) |
+//! | `/api/generate`, `/api/chat` | POST — hub-native, NDJSON streams (see `native`) |
 //!
 //! Model names may contain `/`: send it percent-encoded (`org%2Fname`).
 
@@ -36,6 +37,7 @@ mod health;
 mod jobs;
 mod mlflow;
 mod models;
+mod native;
 mod openai;
 mod pull;
 mod runs;
@@ -140,6 +142,8 @@ impl RouterBuilder {
             .route("/v1/models/{*id}", get(openai::models::show))
             .route("/v1/chat/completions", post(openai::chat::create))
             .route("/v1/completions", post(openai::completions::create))
+            .route("/api/generate", post(native::generate))
+            .route("/api/chat", post(native::chat))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit));

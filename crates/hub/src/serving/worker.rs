@@ -2,30 +2,39 @@
 //! serves the model's request queue for its whole life (MLX graphs must be
 //! evaluated on the thread that built them, and the weights load lazily).
 //!
-//! Scheduling, first slice: requests are served one at a time, FIFO, from a
-//! bounded queue. The protocol is built so continuous batching can replace the
-//! loop body without touching the HTTP side: a [`Job`] carries its prompt,
-//! parameters, cancel flag and an event channel; the worker answers with
+//! Scheduling: continuous batching. A [`Job`] carries its prompt, parameters,
+//! cancel flag and an event channel; the worker answers with
 //! [`Event::Started`] (or [`Event::Error`]), then [`Event::Token`]s, then
-//! [`Event::Finished`]. A batching worker admits queued jobs into a running
-//! batch after their prefill, steps every running sequence once per loop
-//! iteration, and retires the finished and the cancelled — the same events per
-//! job. A cancelled job stops within one step.
+//! [`Event::Finished`]. Each loop iteration the worker
+//! 1. admits waiting jobs while fewer than `max_running` are in flight (the
+//!    prompt is encoded, the prefix cache consulted, parameters checked);
+//! 2. prefills one chunk (`prefill_chunk` tokens) of the oldest admitted
+//!    prompt, so a long prompt never stalls running streams for long;
+//! 3. queues one decode step over every decoding sequence (`[B, 1]`, see
+//!    [`engine::batch`]) and, while it runs, reads the previous step back and
+//!    sends each sequence's token;
+//! 4. retires the finished and the cancelled (a cancel flag or a closed event
+//!    channel), whose caches go to the prefix cache or are freed.
+//!
+//! The waiting queue is the bounded channel in front of the worker: jobs stay
+//! there until admitted, and a full channel is a 503.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use engine::generate::{
-    FinishReason, Finished, GenerateError, GenerateParams, GenerationEvent, Generator,
-};
+use engine::batch::{PendingStep, Sequence, TextEvent, TextStream, decode_step};
+use engine::generate::{FinishReason, Finished, GenerateError, GenerateParams};
 use engine::models::LanguageModel;
 use engine::tokenizer::{Tokenizer, TokenizerError};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::KeepAlive;
+use super::metrics::ServingMetrics;
+use super::prefix_cache::PrefixCache;
 use crate::error::HubError;
 
 /// What to generate from.
@@ -47,6 +56,8 @@ pub struct Job {
     pub token_texts: bool,
     pub cancel: Arc<AtomicBool>,
     pub events: UnboundedSender<Event>,
+    /// When the request was queued (queue time, end-to-end latency).
+    pub queued_at: Instant,
 }
 
 /// One generated token.
@@ -68,6 +79,8 @@ pub enum Event {
     /// The prompt is encoded and the parameters are accepted.
     Started {
         prompt_ids: Vec<u32>,
+        /// Prompt tokens whose KV came from the prefix cache.
+        cached_tokens: usize,
     },
     Token(TokenOut),
     Finished(Finished),
@@ -97,9 +110,10 @@ impl Worker {
         label: String,
         version_id: i64,
         dir: PathBuf,
-        queue_capacity: usize,
+        settings: WorkerSettings,
         keep_alive: KeepAlive,
     ) -> Result<Arc<Worker>, HubError> {
+        let queue_capacity = settings.queue_capacity;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue_capacity);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let active = Arc::new(AtomicUsize::new(0));
@@ -107,7 +121,7 @@ impl Worker {
         let (a, l, name) = (active.clone(), last_used.clone(), label.clone());
         std::thread::Builder::new()
             .name(format!("model-{version_id}"))
-            .spawn(move || run(name, dir, rx, ready_tx, a, l))
+            .spawn(move || run(name, dir, rx, ready_tx, a, l, settings))
             .map_err(|e| HubError::Internal(format!("cannot start a model worker: {e}")))?;
         ready_rx.await.map_err(|_| {
             HubError::Internal(format!("the worker of {label} died while loading"))
@@ -177,6 +191,17 @@ impl Drop for Worker {
     }
 }
 
+/// How a worker schedules.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSettings {
+    pub queue_capacity: usize,
+    pub max_running: usize,
+    pub prefill_chunk: usize,
+    pub prefix_cache_bytes: usize,
+    pub dense_float32: bool,
+    pub metrics: Arc<ServingMetrics>,
+}
+
 type Ready = tokio::sync::oneshot::Sender<Result<(), HubError>>;
 
 fn run(
@@ -186,8 +211,17 @@ fn run(
     ready: Ready,
     active: Arc<AtomicUsize>,
     last_used: Arc<Mutex<Instant>>,
+    settings: WorkerSettings,
 ) {
+    let dense = settings.dense_float32;
     let loaded = engine::models::load_model(&dir)
+        .and_then(|mut m| {
+            if dense {
+                let bytes = m.densify(engine::models::Dtype::Float32)?;
+                tracing::info!(model = %label, bytes = ?bytes, "weights densified to float32");
+            }
+            Ok(m)
+        })
         .map_err(|e| HubError::Internal(format!("cannot load {label}: {e}")))
         .and_then(|m| {
             Tokenizer::from_dir(&dir).map(|t| (m, t)).map_err(|e| {
@@ -205,25 +239,24 @@ fn run(
         }
     };
     tracing::info!(model = %label, "model loaded");
-    // One sequence at a time (see the module doc for the batching follow-up).
-    while let Ok(job) = rx.recv() {
-        let events = job.events.clone();
-        let last = if job.cancel.load(Ordering::Relaxed) {
-            None
-        } else {
-            let run = std::panic::AssertUnwindSafe(|| serve(model.as_ref(), &tokenizer, job));
-            std::panic::catch_unwind(run).unwrap_or_else(|_| {
-                Some(Event::Error(HubError::Internal(format!(
-                    "generation on {label} panicked"
-                ))))
-            })
-        };
-        // released before the last event goes out: a client that has seen
-        // the end of its request sees the model idle
-        *last_used.lock().expect("lock") = Instant::now();
-        active.fetch_sub(1, Ordering::SeqCst);
-        if let Some(ev) = last {
-            let _ = events.send(ev);
+    let mut scheduler = Scheduler {
+        model: model.as_ref(),
+        tokenizer: &tokenizer,
+        prefix_cache: PrefixCache::new(settings.prefix_cache_bytes),
+        active,
+        last_used,
+        settings,
+        prefilling: VecDeque::new(),
+        decoding: Vec::new(),
+        pending: None,
+        next_id: 0,
+    };
+    loop {
+        let run = std::panic::AssertUnwindSafe(|| scheduler.iterate(&rx));
+        match std::panic::catch_unwind(run) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => scheduler.fail_all(&format!("generation on {label} panicked")),
         }
     }
     tracing::info!(model = %label, "model unloaded");
@@ -249,61 +282,313 @@ fn generate_error(e: GenerateError) -> HubError {
     }
 }
 
-/// Runs one job; returns its last event (finished or error) for the caller
-/// to send, `None` when cancelled.
-fn serve(model: &dyn LanguageModel, tokenizer: &Tokenizer, job: Job) -> Option<Event> {
-    let Job {
-        prompt,
-        params,
-        token_texts,
-        cancel,
-        events,
-    } = job;
-    let ids = match prompt {
-        Prompt::Chat(messages) => tokenizer.encode_chat(&messages, true, None),
-        Prompt::Text(text) => tokenizer.encode(&text, true),
-        Prompt::Tokens(ids) => Ok(ids),
-    };
-    let ids = match ids {
-        Ok(ids) => ids,
-        Err(e) => return Some(Event::Error(tokenizer_error(e))),
-    };
-    if ids.is_empty() {
-        return Some(Event::Error(HubError::BadRequest {
-            code: "invalid_parameter",
-            message: "the prompt is empty".into(),
-        }));
+/// An admitted request.
+struct Running {
+    id: u64,
+    seq: Sequence,
+    text: TextStream,
+    token_texts: bool,
+    cancel: Arc<AtomicBool>,
+    events: UnboundedSender<Event>,
+    queued_at: Instant,
+    last_token_at: Option<Instant>,
+}
+
+impl Running {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
     }
-    let generator = match Generator::new(model, tokenizer, &ids, &params) {
-        Ok(g) => g.with_cancel(cancel.clone()),
-        Err(e) => return Some(Event::Error(generate_error(e))),
-    };
-    if events.send(Event::Started { prompt_ids: ids }).is_err() {
-        return None;
+}
+
+struct Scheduler<'m> {
+    model: &'m dyn LanguageModel,
+    tokenizer: &'m Tokenizer,
+    prefix_cache: PrefixCache,
+    active: Arc<AtomicUsize>,
+    last_used: Arc<Mutex<Instant>>,
+    settings: WorkerSettings,
+    /// Admitted, prompt not fully in the cache yet (oldest first).
+    prefilling: VecDeque<Running>,
+    decoding: Vec<Running>,
+    /// The queued decode step and the ids of its rows.
+    pending: Option<(Vec<u64>, PendingStep)>,
+    next_id: u64,
+}
+
+impl Scheduler<'_> {
+    fn in_flight(&self) -> usize {
+        self.prefilling.len() + self.decoding.len()
     }
-    let text_of = |id: u32| tokenizer.decode(&[id], false).ok();
-    for ev in generator {
-        let out = match ev {
-            Ok(GenerationEvent::Token(t)) => Event::Token(TokenOut {
-                id: t.id,
-                text: t.text_delta,
-                logprob: t.logprob,
-                token_text: if token_texts { text_of(t.id) } else { None },
-                top: t
-                    .top_logprobs
-                    .into_iter()
-                    .map(|(id, lp)| (id, if token_texts { text_of(id) } else { None }, lp))
-                    .collect(),
-            }),
-            Ok(GenerationEvent::Finished(f)) => {
-                return (f.reason != FinishReason::Cancelled).then_some(Event::Finished(f));
+
+    /// One scheduling round; `false` once every handle is gone and all work is done.
+    fn iterate(&mut self, rx: &Receiver<Job>) -> bool {
+        // 1. admit
+        if self.in_flight() == 0 && self.pending.is_none() {
+            match rx.recv() {
+                Ok(job) => self.admit(job),
+                Err(_) => return false,
             }
-            Err(e) => return Some(Event::Error(generate_error(e))),
-        };
-        if events.send(out).is_err() {
-            // the receiver is gone: stop at the next step
-            cancel.store(true, Ordering::Relaxed);
+        }
+        while self.in_flight() < self.settings.max_running.max(1) {
+            match rx.try_recv() {
+                Ok(job) => self.admit(job),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        self.retire_cancelled();
+        // 2. one prefill chunk
+        if let Some(mut r) = self.prefilling.pop_front() {
+            match r.seq.prefill_chunk(self.model, self.settings.prefill_chunk) {
+                Ok(_) if r.seq.prefill_remaining() == 0 => self.decoding.push(r),
+                Ok(_) => self.prefilling.push_front(r),
+                Err(e) => self.retire(r, Some(Event::Error(generate_error(e))), None),
+            }
+        }
+        // 3. queue the next step, then read the previous one back
+        let next = self.queue_step();
+        let previous = std::mem::replace(&mut self.pending, next);
+        if let Some((ids, step)) = previous {
+            match step.read() {
+                Ok(tokens) => {
+                    for (id, tok) in ids.into_iter().zip(tokens) {
+                        self.deliver(id, &tok);
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("generation failed: {e}");
+                    self.pending = None;
+                    self.fail_all(&msg);
+                }
+            }
+        }
+        true
+    }
+
+    fn queue_step(&mut self) -> Option<(Vec<u64>, PendingStep)> {
+        let mut rows: Vec<&mut Running> = self
+            .decoding
+            .iter_mut()
+            .filter(|r| r.seq.wants_step() && !r.text.is_done())
+            .collect();
+        if rows.is_empty() {
+            return None;
+        }
+        let ids: Vec<u64> = rows.iter().map(|r| r.id).collect();
+        let mut seqs: Vec<&mut Sequence> = rows.iter_mut().map(|r| &mut r.seq).collect();
+        match decode_step(self.model, &mut seqs) {
+            Ok(step) => {
+                let m = &self.settings.metrics;
+                ServingMetrics::add(&m.decode_steps, 1);
+                ServingMetrics::add(&m.decode_rows, ids.len() as u64);
+                Some((ids, step))
+            }
+            Err(e) => {
+                let msg = format!("generation failed: {e}");
+                self.fail_all(&msg);
+                None
+            }
         }
     }
-    None
+
+    fn admit(&mut self, job: Job) {
+        let metrics = &self.settings.metrics;
+        ServingMetrics::sub(&metrics.num_requests_waiting, 1);
+        if job.cancel.load(Ordering::Relaxed) || job.events.is_closed() {
+            self.release();
+            return;
+        }
+        metrics.queue_time.observe(job.queued_at.elapsed());
+        let ids = match job.prompt {
+            Prompt::Chat(messages) => self.tokenizer.encode_chat(&messages, true, None),
+            Prompt::Text(text) => self.tokenizer.encode(&text, true),
+            Prompt::Tokens(ids) => Ok(ids),
+        };
+        let refuse = |s: &mut Self, e: HubError| {
+            s.release();
+            let _ = job.events.send(Event::Error(e));
+        };
+        let ids = match ids {
+            Ok(ids) if ids.is_empty() => {
+                return refuse(
+                    self,
+                    HubError::BadRequest {
+                        code: "invalid_parameter",
+                        message: "the prompt is empty".into(),
+                    },
+                );
+            }
+            Ok(ids) => ids,
+            Err(e) => return refuse(self, tokenizer_error(e)),
+        };
+        ServingMetrics::add(&metrics.prefix_cache_queries, 1);
+        let reuse = self.prefix_cache.lookup(&ids);
+        let seq = match Sequence::new(self.model, &ids, &job.params, reuse) {
+            Ok(s) => s,
+            Err(e) => return refuse(self, generate_error(e)),
+        };
+        let cached_tokens = seq.cached_tokens();
+        if cached_tokens > 0 {
+            ServingMetrics::add(&metrics.prefix_cache_hits, 1);
+            ServingMetrics::add(&metrics.prefix_cache_hit_tokens, cached_tokens as u64);
+        }
+        ServingMetrics::add(&metrics.prompt_tokens, ids.len() as u64);
+        let started = Event::Started {
+            prompt_ids: ids.clone(),
+            cached_tokens,
+        };
+        if job.events.send(started).is_err() {
+            self.release();
+            return;
+        }
+        ServingMetrics::add(&metrics.num_requests_running, 1);
+        self.next_id += 1;
+        let r = Running {
+            id: self.next_id,
+            text: TextStream::new(self.tokenizer, &job.params, ids.len(), Instant::now()),
+            seq,
+            token_texts: job.token_texts,
+            cancel: job.cancel,
+            events: job.events,
+            queued_at: job.queued_at,
+            last_token_at: None,
+        };
+        if r.seq.prefill_remaining() == 0 {
+            self.decoding.push(r);
+        } else {
+            self.prefilling.push_back(r);
+        }
+    }
+
+    /// Sends a sampled token to its sequence (if still running).
+    fn deliver(&mut self, id: u64, tok: &engine::generate::SampledToken) {
+        let Some(i) = self.decoding.iter().position(|r| r.id == id) else {
+            return; // retired while this step ran
+        };
+        let r = &mut self.decoding[i];
+        if r.text.is_done() {
+            return;
+        }
+        let now = Instant::now();
+        let metrics = &self.settings.metrics;
+        match r.last_token_at {
+            None => metrics.time_to_first_token.observe(now - r.queued_at),
+            Some(t) => metrics.inter_token_latency.observe(now - t),
+        }
+        r.last_token_at = Some(now);
+        ServingMetrics::add(&metrics.generation_tokens, 1);
+        let events = match r.text.push(tok) {
+            Ok(ev) => ev,
+            Err(e) => {
+                let r = self.decoding.swap_remove(i);
+                return self.retire(r, Some(Event::Error(generate_error(e))), None);
+            }
+        };
+        let text_of = |id: u32| self.tokenizer.decode(&[id], false).ok();
+        let mut finished = None;
+        for ev in events {
+            match ev {
+                TextEvent::Token(t) => {
+                    let out = Event::Token(TokenOut {
+                        id: t.id,
+                        text: t.text_delta,
+                        logprob: t.logprob,
+                        token_text: if r.token_texts { text_of(t.id) } else { None },
+                        top: t
+                            .top_logprobs
+                            .into_iter()
+                            .map(|(id, lp)| {
+                                (id, if r.token_texts { text_of(id) } else { None }, lp)
+                            })
+                            .collect(),
+                    });
+                    if r.events.send(out).is_err() {
+                        r.cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                TextEvent::Finished(f) => finished = Some(f),
+            }
+        }
+        if let Some(f) = finished {
+            let r = self.decoding.swap_remove(i);
+            self.retire(r, None, Some(f));
+        }
+    }
+
+    fn retire_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.decoding.len() {
+            if self.decoding[i].cancelled() {
+                let r = self.decoding.swap_remove(i);
+                self.retire(r, None, None);
+            } else {
+                i += 1;
+            }
+        }
+        let (gone, keep): (Vec<Running>, Vec<Running>) =
+            self.prefilling.drain(..).partition(Running::cancelled);
+        self.prefilling = keep.into();
+        for r in gone {
+            self.retire(r, None, None);
+        }
+    }
+
+    /// Releases the request's slot (before its last event goes out: a client
+    /// that has seen the end of its request sees the model idle).
+    fn release(&self) {
+        *self.last_used.lock().expect("lock") = Instant::now();
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Ends a running request: `error` or `finished` is its last event (none
+    /// when cancelled); a finished sequence's cache goes to the prefix cache.
+    fn retire(&mut self, mut r: Running, error: Option<Event>, finished: Option<Finished>) {
+        let metrics = &self.settings.metrics;
+        ServingMetrics::sub(&metrics.num_requests_running, 1);
+        let last = match (error, finished) {
+            (Some(e), _) => Some(e),
+            (None, Some(f)) => {
+                metrics.e2e_request_latency.observe(r.queued_at.elapsed());
+                ServingMetrics::add(&metrics.requests_finished, 1);
+                // the cache holds the prompt and the tokens fed back so far
+                let held = r.seq.cache().first().map_or(0, |c| c.offset()) as usize;
+                let mut tokens = r.seq.prompt().to_vec();
+                let fed = held.saturating_sub(tokens.len());
+                tokens.extend(
+                    r.text
+                        .generated()
+                        .iter()
+                        .chain(f.stop_token.iter())
+                        .take(fed),
+                );
+                if tokens.len() == held {
+                    self.prefix_cache.insert(tokens, r.seq.cache().to_vec());
+                }
+                (f.reason != FinishReason::Cancelled).then_some(Event::Finished(f))
+            }
+            (None, None) => {
+                let _ = r.text.cancel();
+                None
+            }
+        };
+        self.release();
+        if let Some(ev) = last {
+            let _ = r.events.send(ev);
+        }
+    }
+
+    /// Ends every request with an internal error (the step failed or panicked).
+    fn fail_all(&mut self, message: &str) {
+        tracing::error!(error = message, "serving step failed");
+        self.pending = None;
+        let all: Vec<Running> = self
+            .decoding
+            .drain(..)
+            .chain(self.prefilling.drain(..))
+            .collect();
+        for r in all {
+            let e = Event::Error(HubError::Internal(message.to_string()));
+            self.retire(r, Some(e), None);
+        }
+    }
 }

@@ -62,7 +62,7 @@ pub(crate) async fn create(
         "created": created,
         "model": c.model,
         "choices": [],
-        "usage": usage(out.prompt_ids.len(), &out.finished),
+        "usage": usage(out.prompt_ids.len(), out.cached_tokens, &out.finished),
     });
     if c.return_token_ids {
         choice["token_ids"] = json!(out.tokens.iter().map(|t| t.id).collect::<Vec<_>>());
@@ -74,7 +74,7 @@ pub(crate) async fn create(
 
 /// `messages`, each `{role, content}` with `content` a string or text parts
 /// (joined); other keys are passed to the chat template as they are.
-fn messages(f: &Fields) -> Result<Vec<Value>, HubError> {
+pub(crate) fn messages(f: &Fields) -> Result<Vec<Value>, HubError> {
     let list: Vec<Map<String, Value>> = f
         .get("messages")?
         .ok_or_else(|| HubError::invalid("messages", "`messages`: is required"))?;

@@ -65,7 +65,7 @@ pub(crate) async fn create(
         "created": created,
         "model": c.model,
         "choices": [],
-        "usage": usage(out.prompt_ids.len(), &out.finished),
+        "usage": usage(out.prompt_ids.len(), out.cached_tokens, &out.finished),
     });
     if c.return_token_ids {
         choice["token_ids"] = json!(out.tokens.iter().map(|t| t.id).collect::<Vec<_>>());
@@ -76,7 +76,7 @@ pub(crate) async fn create(
 }
 
 /// `prompt`: a string, or a list holding one string or token ids.
-fn prompt(f: &Fields) -> Result<Prompt, HubError> {
+pub(crate) fn prompt(f: &Fields) -> Result<Prompt, HubError> {
     let bad = |m: &str| HubError::invalid("prompt", format!("`prompt`: {m}"));
     match f.raw("prompt") {
         None => Err(bad("is required")),

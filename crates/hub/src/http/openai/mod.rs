@@ -234,8 +234,10 @@ impl Drop for CancelOnDrop {
 
 /// A started generation: the prompt is encoded and the parameters accepted.
 pub(crate) struct Running {
-    rx: UnboundedReceiver<Event>,
+    pub(crate) rx: UnboundedReceiver<Event>,
     pub prompt_ids: Vec<u32>,
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
     _cancel: CancelOnDrop,
 }
 
@@ -257,11 +259,16 @@ pub(crate) async fn start(
         token_texts,
         cancel,
         events: tx,
+        queued_at: std::time::Instant::now(),
     })?;
     match rx.recv().await {
-        Some(Event::Started { prompt_ids }) => Ok(Running {
+        Some(Event::Started {
+            prompt_ids,
+            cached_tokens,
+        }) => Ok(Running {
             rx,
             prompt_ids,
+            cached_tokens,
             _cancel: guard,
         }),
         Some(Event::Error(e)) => Err(e.into()),
@@ -271,6 +278,7 @@ pub(crate) async fn start(
 
 /// A whole (non-streamed) generation.
 pub(crate) struct Collected {
+    pub cached_tokens: usize,
     pub text: String,
     pub tokens: Vec<TokenOut>,
     pub finished: Finished,
@@ -289,6 +297,7 @@ pub(crate) async fn collect(mut r: Running) -> Result<Collected, ServingError> {
             Some(Event::Finished(f)) => {
                 text.push_str(&f.text_delta);
                 return Ok(Collected {
+                    cached_tokens: r.cached_tokens,
                     text,
                     tokens,
                     finished: f,
@@ -302,11 +311,12 @@ pub(crate) async fn collect(mut r: Running) -> Result<Collected, ServingError> {
     }
 }
 
-pub(crate) fn usage(prompt_tokens: usize, f: &Finished) -> Value {
+pub(crate) fn usage(prompt_tokens: usize, cached_tokens: usize, f: &Finished) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": f.generation_tokens,
         "total_tokens": prompt_tokens + f.generation_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     })
 }
 
@@ -360,7 +370,7 @@ pub(crate) fn sse<F: ChunkFormat>(running: Running, format: F, include_usage: bo
                 st.done = true;
                 let mut out: Vec<SseEvent> = st.format.finish(&f).iter().map(data).collect();
                 if st.include_usage {
-                    let u = usage(st.running.prompt_ids.len(), &f);
+                    let u = usage(st.running.prompt_ids.len(), st.running.cached_tokens, &f);
                     out.push(data(&st.format.usage(u)));
                 }
                 out.push(SseEvent::default().data("[DONE]"));
