@@ -426,6 +426,7 @@ async fn lora_step(hub: &Hub, base: &ModelVersion, iters: u32) -> anyhow::Result
                 lora_parameters: LoraParameters::default(),
                 ..TrainConfig::default()
             },
+            eval: Default::default(),
             max_attempts: 1,
             priority: 0,
         })
