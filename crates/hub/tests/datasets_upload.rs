@@ -160,3 +160,71 @@ async fn version_tags(db: TestDb) {
     assert_error(st, &b, 404, "version_not_found");
 }
 store_test!(version_tags);
+
+/// Every dataset endpoint taking a path or a name refuses what would escape:
+/// `../`, absolute paths, symlinks out of the import root, URL-encoded dots.
+async fn dataset_path_traversal(db: TestDb) {
+    let t = TestHub::new(db);
+    let root = t.import_root.clone();
+    let outside = root.parent().unwrap().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("train.jsonl"), "{\"text\": \"secret\"}\n").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("link-out")).unwrap();
+    std::fs::create_dir_all(root.join("inner")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.join("train.jsonl"),
+        root.join("inner").join("train.jsonl"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            json!({"name": "d", "path": "../outside"}),
+            "path_escapes_root",
+        ),
+        (json!({"name": "d", "path": outside}), "path_escapes_root"),
+        (
+            json!({"name": "d", "path": "link-out"}),
+            "path_escapes_root",
+        ),
+        (json!({"name": "d", "path": "inner"}), "path_escapes_root"),
+        (
+            json!({"name": "d", "path": "%2e%2e/outside"}),
+            "invalid_input",
+        ),
+    ];
+    for (body, code) in cases {
+        let (s, b) = t.call("POST", "/api/datasets", Some(body.clone())).await;
+        assert_eq!(s.as_u16(), 422, "{body} → {b}");
+        assert!(
+            b["error"]["code"] == code || b["error"]["code"] == "invalid_dataset",
+            "{body} → {b}"
+        );
+        assert!(!b.to_string().contains("secret"), "{b}");
+    }
+    // names in URLs: encoded slashes and dots are names, refused as such
+    for uri in [
+        "/api/datasets/..%2F..%2Fetc/upload",
+        "/api/datasets/%2e%2e/upload",
+    ] {
+        let (s, b) = t
+            .send(
+                Request::post(uri)
+                    .body(Body::from("{\"text\": \"x\"}\n"))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(s.as_u16(), 422, "{uri} → {b}");
+    }
+    for uri in [
+        "/api/datasets/..%2F..%2Fetc/preview",
+        "/api/datasets/%2e%2e/preview?split=..%2F..%2Fetc%2Fpasswd",
+    ] {
+        let (s, b) = t.call("GET", uri, None).await;
+        assert!(matches!(s.as_u16(), 404 | 422), "{uri} → {s} {b}");
+    }
+    let (s, _) = t.call("GET", "/api/datasets", None).await;
+    assert_eq!(s, 200);
+    assert!(t.db.store.list_datasets(None).await.unwrap().is_empty());
+    assert!(t.temp_files().is_empty(), "{:?}", t.temp_files());
+}
+store_test!(dataset_path_traversal);
