@@ -11,6 +11,7 @@
 //! | port             | `--port`           | `MLX_HUB_PORT`              | `port`             | `8080`                          |
 //! | import root      | `--import-root`    | `MLX_HUB_IMPORT_ROOT`       | `import_root`      | `<data-dir>/import`             |
 //! | body limit       | —                  | `MLX_HUB_MAX_BODY_BYTES`    | `max_body_bytes`   | 1 MiB                           |
+//! | upload limit     | —                  | `MLX_HUB_MAX_UPLOAD_BYTES`  | `max_upload_bytes` | 1 GiB                           |
 //! | API token        | —                  | `MLX_HUB_API_TOKEN`, `MLX_HUB_API_TOKEN_FILE` | `api_token_file` | none    |
 //! | MLflow server    | `--mlflow-uri`     | `MLX_HUB_MLFLOW_URI`, `MLFLOW_TRACKING_URI` | `mlflow_uri` | none (no sync) |
 //! | memory budget    | `--memory-budget-gb` | `MLX_HUB_MEMORY_BUDGET_BYTES` | `memory_budget_bytes` | none (no admission check) |
@@ -28,6 +29,7 @@ pub const CONFIG_FILE: &str = "mlx-hub.toml";
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 
 /// A secret string: never shown by `Debug`/`Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub struct HubConfig {
     /// Folders registered over the API must lie inside this root.
     pub import_root: PathBuf,
     pub max_body_bytes: usize,
+    /// Dataset uploads (streamed to disk) are refused past this size.
+    pub max_upload_bytes: u64,
     pub api_token: Option<Secret>,
     /// MLflow tracking server to mirror runs and versions to (`http://…`).
     pub mlflow_uri: Option<String>,
@@ -86,6 +90,7 @@ struct FileConfig {
     port: Option<u16>,
     import_root: Option<PathBuf>,
     max_body_bytes: Option<usize>,
+    max_upload_bytes: Option<u64>,
     api_token_file: Option<PathBuf>,
     mlflow_uri: Option<String>,
     memory_budget_bytes: Option<u64>,
@@ -171,6 +176,12 @@ impl HubConfig {
             })?,
             None => file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         };
+        let max_upload_bytes = match env("MLX_HUB_MAX_UPLOAD_BYTES") {
+            Some(v) => v.parse().map_err(|_| {
+                HubError::Config(format!("MLX_HUB_MAX_UPLOAD_BYTES: {v:?} is not a number"))
+            })?,
+            None => file.max_upload_bytes.unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+        };
         let token_file = env("MLX_HUB_API_TOKEN_FILE")
             .map(PathBuf::from)
             .or(file.api_token_file);
@@ -203,6 +214,7 @@ impl HubConfig {
             port,
             import_root,
             max_body_bytes,
+            max_upload_bytes,
             api_token,
             mlflow_uri,
             memory_budget_bytes,
@@ -221,6 +233,7 @@ impl HubConfig {
             host: DEFAULT_HOST.to_string(),
             port: DEFAULT_PORT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             api_token: None,
             mlflow_uri: None,
             memory_budget_bytes: None,

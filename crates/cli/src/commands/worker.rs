@@ -39,6 +39,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .try_init();
     runtime()?.block_on(async move {
         let hub = open_hub(&args.hub).await?;
+        // versions a dead worker left registering, their orphan blobs
+        let recovered = hub
+            .recover_stale_registrations(hub::recovery::DEFAULT_STALE_AFTER)
+            .await?;
+        if !recovered.failed_versions.is_empty() {
+            tracing::warn!(?recovered, "recovered versions left registering");
+        }
         let worker = Worker::for_hub(&hub, args.id.unwrap_or_else(default_worker_id))
             .with_lease(Duration::from_secs(args.lease_seconds))
             .with_poll_interval(Duration::from_millis(args.poll_ms))

@@ -16,10 +16,13 @@
 //! | `/api/models/{name}/versions` | GET `?status=`, POST `{path, link?, description?, tags?, alias?}` (a folder inside the import root) |
 //! | `/api/models/{name}/versions/{v}` | GET (files, lineage, base version), PATCH (description/tags; content only while registering) — `v` = number, `vN`, `latest` or alias |
 //! | `/api/models/{name}/versions/{v}/archive`, `…/restore` | POST |
+//! | `/api/models/{name}/versions/{v}/tags` | GET, PUT `{tags}` (any status: tags are not content) |
 //! | `/api/models/{name}/aliases` | GET |
 //! | `/api/models/{name}/aliases/{alias}` | PUT `{version}`, DELETE |
 //! | `/api/datasets` | GET `?name=`, POST `{name, path, description?}` (201 new, 200 same content) |
 //! | `/api/datasets/{name}` | GET `?version=` |
+//! | `/api/datasets/{name}/upload` | POST: the body is `train.jsonl`, streamed to disk (cap `MLX_HUB_MAX_UPLOAD_BYTES`, 1 GiB), validated, registered (201 new, 200 same content) |
+//! | `/api/datasets/{name}/preview` | GET `?split=train&limit=10&offset=&version=`: parsed rows with line numbers |
 //! | `/api/jobs` | GET `?state=&limit=&offset=`, POST (see [`crate::training::SubmitJob`]) |
 //! | `/api/jobs/{id}` | GET (with runs) |
 //! | `/api/jobs/{id}/cancel` | POST |
@@ -113,6 +116,10 @@ impl RouterBuilder {
                 get(versions::show).patch(versions::update),
             )
             .route(
+                "/api/models/{name}/versions/{version}/tags",
+                get(versions::tags).put(versions::set_tags),
+            )
+            .route(
                 "/api/models/{name}/versions/{version}/archive",
                 post(versions::archive),
             )
@@ -130,6 +137,8 @@ impl RouterBuilder {
                 get(datasets::list).post(datasets::register),
             )
             .route("/api/datasets/{name}", get(datasets::show))
+            .route("/api/datasets/{name}/preview", get(datasets::preview))
+            .route("/api/datasets/{name}/upload", post(datasets::upload))
             .route("/api/jobs", get(jobs::list).post(jobs::submit))
             .route("/api/jobs/{id}", get(jobs::show))
             .route("/api/jobs/{id}/cancel", post(jobs::cancel))

@@ -149,3 +149,41 @@ pub(crate) async fn remove_alias(
     hub.store.remove_alias(m.id, &alias).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TagsBody {
+    tags: Vec<String>,
+}
+
+/// `GET …/versions/{v}/tags`: the version's tags.
+pub(crate) async fn tags(
+    State(hub): State<Hub>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> HubResult<Response> {
+    let m = hub.store.get_model_by_name(&name).await?;
+    let v = hub.store.resolve_version(m.id, &version).await?;
+    Ok(Json(serde_json::json!({ "tags": v.tags })).into_response())
+}
+
+/// `PUT …/versions/{v}/tags {tags}`: replaces the tags (allowed on any
+/// version: tags are not content).
+pub(crate) async fn set_tags(
+    State(hub): State<Hub>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<TagsBody>,
+) -> HubResult<Response> {
+    let m = hub.store.get_model_by_name(&name).await?;
+    let v = hub.store.resolve_version(m.id, &version).await?;
+    let v = hub
+        .store
+        .update_version(
+            v.id,
+            &VersionUpdate {
+                tags: Some(body.tags),
+                ..VersionUpdate::default()
+            },
+        )
+        .await?;
+    Ok(Json(serde_json::json!({ "tags": v.tags })).into_response())
+}
