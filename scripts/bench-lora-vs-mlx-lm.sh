@@ -83,18 +83,29 @@ for v in $VARIANTS; do
     > "$OUT/ours-$v.jsonl"
   grep '"event":"train"' "$OUT/ours-$v.jsonl" | sed 's/^/   /'
   echo "== [$v] python3 -m mlx_lm lora --train --model $M ${COMMON[*]}"
-  LD_PRELOAD=$PRELOAD HF_HUB_OFFLINE=1 "$PYTHON" -m mlx_lm lora --train --model "$M" "${COMMON[@]}" \
-    --adapter-path "$OUT/theirs-$v" > "$OUT/theirs-$v.txt" 2> "$OUT/theirs-$v.err" \
+  # mlx_lm.lora's own main, with a reporting callback that prints its report dicts as JSON.
+  LD_PRELOAD=$PRELOAD HF_HUB_OFFLINE=1 "$PYTHON" - --model "$M" "${COMMON[@]}" \
+    --adapter-path "$OUT/theirs-$v" > "$OUT/theirs-$v.txt" 2> "$OUT/theirs-$v.err" <<'PY' \
     || { cat "$OUT/theirs-$v.err" >&2; exit 1; }
-  grep '^Iter .*Train loss' "$OUT/theirs-$v.txt" | sed 's/^/   /'
+import json, sys
+import mlx_lm.lora as lora
+from mlx_lm.tuner.callbacks import TrainingCallback
+class Report(TrainingCallback):
+    def on_train_loss_report(self, info):
+        print("REPORT " + json.dumps(info), flush=True)
+    def on_val_loss_report(self, info):
+        pass
+lora.get_reporting_callbacks = lambda *a, **k: Report()
+sys.argv = ["mlx_lm.lora", "--train"] + sys.argv[1:]
+lora.main()
+PY
+  grep '^REPORT ' "$OUT/theirs-$v.txt" | sed 's/^REPORT /   /'
   "$PYTHON" - "$v" "$OUT/ours-$v.jsonl" "$OUT/theirs-$v.txt" >> "$SUMMARY" <<'PY'
 import json, re, sys
 v, ours_f, theirs_f = sys.argv[1:]
 ours = [json.loads(l) for l in open(ours_f) if '"event":"train"' in l][-1]
-line = [l for l in open(theirs_f) if "Train loss" in l][-1]
-tps = float(re.search(r"Tokens/sec ([0-9.]+)", line).group(1))
-mem = float(re.search(r"Peak mem ([0-9.]+) GB", line).group(1))
-loss = float(re.search(r"Train loss ([0-9.]+)", line).group(1))
+theirs = [json.loads(l[7:]) for l in open(theirs_f) if l.startswith("REPORT ")][-1]
+tps, mem, loss = theirs["tokens_per_second"], theirs["peak_memory"], theirs["train_loss"]
 print(f"   {v:5} tokens/s mlx-hub {ours['tokens_per_second']:9.1f}  mlx-lm {tps:9.1f}  "
       f"ratio {ours['tokens_per_second'] / tps:.3f}x   peak GB mlx-hub {ours['peak_memory_gb']:.3f}  "
       f"mlx-lm {mem:.3f}   train loss mlx-hub {ours['train_loss']:.3f}  mlx-lm {loss:.3f}")

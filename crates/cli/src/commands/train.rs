@@ -15,12 +15,16 @@ use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A YAML file with mlx_lm.lora's config keys (model, data, iters, lora_parameters,
+    /// …); flags given on the command line override it.
+    #[arg(short = 'c', long)]
+    config: Option<PathBuf>,
     /// Model folder (mlx-lm / Hugging Face layout).
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    model: Option<PathBuf>,
     /// Dataset folder with train.jsonl (and valid.jsonl, test.jsonl).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    data: Option<PathBuf>,
     /// lora, dora or full.
     #[arg(long, default_value = "lora")]
     fine_tune_type: String,
@@ -152,24 +156,169 @@ fn print_event(e: &TrainEvent, as_json: bool) {
     }
 }
 
+/// The command line again, with the config file's flags first so that the user's
+/// own flags (later on the line) override them.
+#[derive(clap::Parser)]
+#[command(name = "mlx-hub train", args_override_self = true)]
+struct WithConfig {
+    #[command(flatten)]
+    args: Args,
+}
+
+/// mlx_lm.lora config keys with no effect here when left at these values.
+const INERT_KEYS: &[&str] = &[
+    "train",
+    "config",
+    "optimizer_config",
+    "report_to",
+    "project_name",
+    "wandb",
+    "trust_remote_code",
+    "clear_cache_threshold",
+    "hf_dataset",
+];
+
+/// Turns an mlx_lm.lora YAML config into the equivalent flags of `mlx-hub train`.
+/// Unknown or unsupported keys are errors naming the key.
+pub fn config_flags(yaml: &str, file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use serde_json::Value;
+    let doc: Value = serde_yaml_ng::from_str(yaml)
+        .with_context(|| format!("{}: invalid YAML", file.display()))?;
+    let Value::Object(map) = doc else {
+        bail!("{}: expected a mapping of mlx_lm.lora keys", file.display());
+    };
+    let scalar = |k: &str, v: &Value| -> anyhow::Result<String> {
+        match v {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            other => bail!(
+                "{}: `{k}` must be a number or a string, not {other}",
+                file.display()
+            ),
+        }
+    };
+    let mut flags = Vec::new();
+    for (k, v) in &map {
+        let flag = format!("--{}", k.replace('_', "-"));
+        match k.as_str() {
+            "model"
+            | "data"
+            | "fine_tune_type"
+            | "optimizer"
+            | "num_layers"
+            | "batch_size"
+            | "iters"
+            | "val_batches"
+            | "learning_rate"
+            | "steps_per_report"
+            | "steps_per_eval"
+            | "resume_adapter_file"
+            | "adapter_path"
+            | "save_every"
+            | "max_seq_length"
+            | "seed"
+            | "grad_accumulation_steps"
+            | "grad_clip"
+            | "cooldown_seconds"
+            | "test_batches" => {
+                if !v.is_null() {
+                    flags.push(flag);
+                    flags.push(scalar(k, v)?);
+                }
+            }
+            "test" | "mask_prompt" => match v {
+                Value::Bool(true) => flags.push(flag),
+                Value::Bool(false) | Value::Null => {}
+                other => bail!(
+                    "{}: `{k}` must be true or false, not {other}",
+                    file.display()
+                ),
+            },
+            "lora_parameters" => {
+                let Value::Object(lp) = v else {
+                    bail!("{}: `lora_parameters` must be a mapping", file.display());
+                };
+                for (lk, lv) in lp {
+                    match lk.as_str() {
+                        "rank" | "scale" | "dropout" => {
+                            flags.push(format!("--lora-{lk}"));
+                            flags.push(scalar(lk, lv)?);
+                        }
+                        "keys" => {
+                            let Value::Array(keys) = lv else {
+                                bail!("{}: `lora_parameters.keys` must be a list", file.display());
+                            };
+                            let keys: Vec<String> = keys
+                                .iter()
+                                .map(|x| scalar("keys", x))
+                                .collect::<Result<_, _>>()?;
+                            flags.push("--lora-keys".into());
+                            flags.push(keys.join(","));
+                        }
+                        other => bail!(
+                            "{}: `lora_parameters.{other}` is not supported (rank, scale, dropout, keys)",
+                            file.display()
+                        ),
+                    }
+                }
+            }
+            "grad_checkpoint" if matches!(v, Value::Bool(false) | Value::Null) => {}
+            k if INERT_KEYS.contains(&k) => {}
+            "lr_schedule" if v.is_null() => {}
+            "lr_schedule" => bail!(
+                "{}: `lr_schedule` is not supported in config files yet: use --cosine-warmup",
+                file.display()
+            ),
+            "grad_checkpoint" => bail!(
+                "{}: `grad_checkpoint` is not supported (the mlx crate has no checkpoint transform yet)",
+                file.display()
+            ),
+            other => bail!("{}: unknown config key `{other}`", file.display()),
+        }
+    }
+    Ok(flags)
+}
+
+/// When `-c` is given: the flags of the config file, then the command line's own.
+fn with_config(args: Args) -> anyhow::Result<Args> {
+    let Some(file) = args.config.clone() else {
+        return Ok(args);
+    };
+    let yaml = std::fs::read_to_string(&file)
+        .with_context(|| format!("reading config file {}", file.display()))?;
+    let mut argv = vec!["mlx-hub train".to_string()];
+    argv.extend(config_flags(&yaml, &file)?);
+    let line: Vec<String> = std::env::args().collect();
+    let after = line
+        .iter()
+        .position(|a| a == "train")
+        .map_or(line.len(), |i| i + 1);
+    argv.extend(line[after..].iter().cloned());
+    let parsed = <WithConfig as clap::Parser>::try_parse_from(&argv)?;
+    Ok(parsed.args)
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let args = with_config(args)?;
+    let (Some(model_dir), Some(data_dir)) = (args.model.clone(), args.data.clone()) else {
+        bail!("--model and --data are required (on the command line or in the config file)");
+    };
     let fine_tune_type = FineTuneType::parse(&args.fine_tune_type)?;
     let optimizer = OptimizerKind::by_name(&args.optimizer)?;
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
     let model = if args.from_scratch {
-        let config = engine::config::ModelConfig::from_dir(&args.model)
-            .with_context(|| format!("reading {}/config.json", args.model.display()))?;
+        let config = engine::config::ModelConfig::from_dir(&model_dir)
+            .with_context(|| format!("reading {}/config.json", model_dir.display()))?;
         engine::train::llama_from_config_random(config, args.seed)?
     } else {
-        Llama::load(&args.model)
-            .with_context(|| format!("loading model {}", args.model.display()))?
+        Llama::load(&model_dir).with_context(|| format!("loading model {}", model_dir.display()))?
     };
-    let tokenizer = Tokenizer::from_dir(&args.model)
-        .with_context(|| format!("loading tokenizer of {}", args.model.display()))?;
+    let tokenizer = Tokenizer::from_dir(&model_dir)
+        .with_context(|| format!("loading tokenizer of {}", model_dir.display()))?;
     let data = load_dataset(
-        &args.data,
+        &data_dir,
         &tokenizer,
         &DataOptions {
             mask_prompt: args.mask_prompt,
@@ -202,8 +351,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }),
     });
     let mut extra = serde_json::Map::new();
-    extra.insert("model".into(), json!(args.model.display().to_string()));
-    extra.insert("data".into(), json!(args.data.display().to_string()));
+    extra.insert("model".into(), json!(model_dir.display().to_string()));
+    extra.insert("data".into(), json!(data_dir.display().to_string()));
     extra.insert("mask_prompt".into(), json!(args.mask_prompt));
     extra.insert("test".into(), json!(args.test));
     extra.insert("test_batches".into(), json!(args.test_batches));
@@ -274,4 +423,71 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::path::Path;
+
+    const YAML: &str = "
+model: /models/smol
+data: /data/chat
+fine_tune_type: lora
+train: true
+mask_prompt: true
+num_layers: 8
+batch_size: 2
+iters: 300
+learning_rate: 1e-5
+lora_parameters:
+  keys: [self_attn.q_proj, self_attn.v_proj]
+  rank: 16
+  scale: 10.0
+  dropout: 0.0
+report_to: null
+";
+
+    #[test]
+    fn mlx_lm_config_keys_become_flags() {
+        let flags = config_flags(YAML, Path::new("c.yaml")).unwrap();
+        let line = flags.join(" ");
+        for want in [
+            "--model /models/smol",
+            "--data /data/chat",
+            "--mask-prompt",
+            "--num-layers 8",
+            "--iters 300",
+            "--learning-rate 0.00001",
+            "--lora-rank 16",
+            "--lora-scale 10.0",
+            "--lora-keys self_attn.q_proj,self_attn.v_proj",
+        ] {
+            assert!(line.contains(want), "{want} missing from {line}");
+        }
+    }
+
+    #[test]
+    fn command_line_flags_override_the_file() {
+        let mut argv = vec!["mlx-hub train".to_string()];
+        argv.extend(config_flags(YAML, Path::new("c.yaml")).unwrap());
+        argv.extend(["--iters", "5", "--lora-rank", "4"].map(String::from));
+        let a = WithConfig::try_parse_from(&argv).unwrap().args;
+        assert_eq!(a.iters, 5);
+        assert_eq!(a.lora_rank, 4);
+        assert_eq!(a.batch_size, 2);
+        assert!((a.lora_scale - 10.0).abs() < 1e-6);
+        assert!(a.mask_prompt);
+    }
+
+    #[test]
+    fn unknown_and_unsupported_keys_are_named() {
+        let e = config_flags("itres: 3\n", Path::new("c.yaml")).unwrap_err();
+        assert!(e.to_string().contains("unknown config key `itres`"), "{e}");
+        let e = config_flags("grad_checkpoint: true\n", Path::new("c.yaml")).unwrap_err();
+        assert!(e.to_string().contains("grad_checkpoint"), "{e}");
+        let e = config_flags("iters: [1]\n", Path::new("c.yaml")).unwrap_err();
+        assert!(e.to_string().contains("`iters`"), "{e}");
+    }
 }

@@ -21,7 +21,6 @@ pub use model::{ConvertOptions, convert_model, convert_model_with_progress};
 pub use writer::MAX_SHARD_BYTES;
 // For `train::fuse_to_dir`, which writes a merged model the same way.
 pub(crate) use model::{dequantize_all, load_folder, quant_spec, write_folder};
-pub(crate) use writer::check_output_free;
 
 use crate::config::ConfigError;
 use crate::gguf_meta::GgufError;

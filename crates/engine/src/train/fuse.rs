@@ -24,7 +24,12 @@ pub fn fuse_to_dir(
     dequantize_all: bool,
     progress: &mut dyn FnMut(ConvertEvent),
 ) -> Result<ConvertReport> {
-    convert::check_output_free(out)?;
+    if out.exists() || out.symlink_metadata().is_ok() {
+        return Err(TrainError::Invalid(format!(
+            "output folder {} already exists: delete it or choose another --save-path",
+            out.display()
+        )));
+    }
     progress(ConvertEvent::Stage(format!("loading {}", base.display())));
     // The model checks the adapters (names and shapes) exactly as `load_into` does.
     let model = Llama::load(base)?;
