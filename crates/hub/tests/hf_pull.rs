@@ -327,8 +327,12 @@ impl Fixture {
 }
 
 async fn fixture(test: &str) -> Option<Fixture> {
+    fixture_with(test, Vec::new()).await
+}
+
+async fn fixture_with(test: &str, extra: Vec<(String, FakeRepo)>) -> Option<Fixture> {
     let model_dir = tiny_model(test)?;
-    let mut repos = HashMap::new();
+    let mut repos: HashMap<String, FakeRepo> = extra.into_iter().collect();
     repos.insert("test-org/tiny".to_string(), model_repo(&model_dir, false));
     repos.insert("test-org/gated".to_string(), model_repo(&model_dir, true));
     let mut torch = BTreeMap::new();
@@ -751,4 +755,93 @@ async fn post(app: &Router, body: Value) -> (StatusCode, Value) {
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// A GGUF repository: without --file the choice is refused (two files), with
+/// it the file is pulled (LFS, checked) and imported by the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gguf_repo_pulls_one_file_and_imports_it() {
+    let gguf = std::path::PathBuf::from(std::env::var_os("HOME").unwrap())
+        .join(".cache/mlx-hub/models/SmolLM2-135M-Instruct-Q4_1.gguf");
+    if !gguf.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} missing: scripts/setup-test-deps.sh fetches it",
+            gguf.display()
+        );
+        eprintln!(
+            "SKIPPED gguf_repo_pulls_one_file_and_imports_it: no {}",
+            gguf.display()
+        );
+        return;
+    }
+    let mut files = BTreeMap::new();
+    files.insert(
+        "SmolLM2-135M-Instruct-Q4_1.gguf".to_string(),
+        FakeFile {
+            content: std::fs::read(&gguf).unwrap(),
+            lfs: true,
+        },
+    );
+    files.insert(
+        "SmolLM2-135M-Instruct-Q8_0.gguf".to_string(),
+        FakeFile {
+            content: b"not pulled".to_vec(),
+            lfs: true,
+        },
+    );
+    let repo = FakeRepo {
+        files,
+        gated: false,
+    };
+    let Some(f) = fixture_with(
+        "gguf_repo_pulls_one_file_and_imports_it",
+        vec![("test-org/smol-gguf".to_string(), repo)],
+    )
+    .await
+    else {
+        return;
+    };
+    let e = hf_err(
+        f.hub()
+            .pull_model(&req("test-org/smol-gguf"), f.settings(), None)
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(e, HfError::NotLoadable { .. }), "{e}");
+    assert!(e.to_string().contains("--file"), "{e}");
+    let r = f
+        .hub()
+        .pull_model(
+            &PullModelRequest {
+                file: Some("SmolLM2-135M-Instruct-Q4_1.gguf".into()),
+                name: Some("smol".into()),
+                ..req("test-org/smol-gguf")
+            },
+            f.settings(),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.snapshot.files.len(), 1);
+    assert_eq!(r.version.architecture.as_deref(), Some("llama"));
+    assert_eq!(r.version.parameter_count, Some(134_515_008));
+    let uri = r.version.artifact_uri.clone().unwrap();
+    assert!(uri.contains("/imports/gguf-"), "{uri}");
+    // a second pull: nothing downloaded, no second conversion, same version
+    let r2 = f
+        .hub()
+        .pull_model(
+            &PullModelRequest {
+                file: Some("SmolLM2-135M-Instruct-Q4_1.gguf".into()),
+                name: Some("smol".into()),
+                ..req("test-org/smol-gguf")
+            },
+            f.settings(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(r2.reused_version);
+    assert_eq!(r2.snapshot.downloaded_bytes, 0);
 }
