@@ -79,7 +79,7 @@ fn lora_on_smollm2_lowers_the_validation_loss_on_real_text() {
         },
         learning_rate: 2e-4,
         batch_size: batch,
-        iters: 24,
+        iters: 16,
         val_batches,
         steps_per_report: 8,
         steps_per_eval: 1_000_000,
