@@ -40,6 +40,13 @@ char* openblas_get_config(void);
 int openblas_get_num_threads(void);
 void openblas_set_num_threads(int);
 }
+// Nothing in a binary calls OpenBLAS unless it asks which BLAS is in use, so the
+// linker's --as-needed would drop it from most binaries (tests ran on the wheel's
+// reference BLAS). A constructor (always kept) that references it keeps libopenblas
+// in every binary's DT_NEEDED list, ahead of libmlx.
+__attribute__((constructor)) static void mlxs_keep_openblas() {
+  (void)openblas_get_num_threads();
+}
 #endif
 
 namespace {

@@ -297,3 +297,21 @@ fn bad_gguf_files_are_errors_naming_the_file() {
         .to_string();
     assert!(err.contains("absent.gguf"), "{err}");
 }
+
+/// A binary that never asks which BLAS is in use still loads OpenBLAS ahead of
+/// libmlx (the linker's --as-needed once dropped it from test binaries, which then
+/// ran on the wheel's reference BLAS). Reads the process's mappings, not `blas()`,
+/// which would itself keep the library.
+#[test]
+#[cfg(target_os = "linux")]
+fn openblas_is_loaded_without_being_asked_for() {
+    if !mlx::system::OPENBLAS_LINKED {
+        eprintln!("skipped: built without OpenBLAS");
+        return;
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
+    assert!(
+        maps.contains("libopenblas"),
+        "libopenblas is not mapped into this test binary"
+    );
+}
