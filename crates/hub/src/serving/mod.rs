@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::artifacts::LocalArtifactStore;
-use crate::error::{ErrorBody, HubError};
+use crate::error::HubError;
 use crate::store::{Store, StoreError, VersionStatus};
 
 pub use worker::{Event, Job, Prompt, TokenOut};
@@ -313,54 +313,9 @@ impl KeepAlive {
     }
 }
 
-/// An error of the serving layer: a [`HubError`] (rendered by the hub's error
-/// table) or one of the two serving-only statuses.
-#[derive(Debug, thiserror::Error)]
-pub enum ServingError {
-    #[error(transparent)]
-    Hub(#[from] HubError),
-    /// The queue (or the memory budget, held by busy models) is full: 503 with
-    /// `Retry-After`.
-    #[error("{message}")]
-    Overloaded {
-        message: String,
-        retry_after_secs: u64,
-    },
-    /// The model can never fit in the memory budget: 503 without `Retry-After`.
-    #[error("{message}")]
-    InsufficientMemory { message: String },
-}
-
-impl From<StoreError> for ServingError {
-    fn from(e: StoreError) -> Self {
-        ServingError::Hub(e.into())
-    }
-}
-
-impl ServingError {
-    /// (HTTP status, type, code); [`HubError`]s go through its table.
-    pub fn classify(&self) -> (u16, &'static str, &'static str) {
-        match self {
-            ServingError::Hub(e) => e.classify(),
-            ServingError::Overloaded { .. } => (503, "unavailable", "server_overloaded"),
-            ServingError::InsufficientMemory { .. } => (503, "unavailable", "insufficient_memory"),
-        }
-    }
-
-    pub fn body(&self) -> ErrorBody {
-        match self {
-            ServingError::Hub(e) => e.body(),
-            _ => {
-                let (_, kind, code) = self.classify();
-                ErrorBody {
-                    message: self.to_string(),
-                    kind: kind.into(),
-                    code: code.into(),
-                }
-            }
-        }
-    }
-}
+/// Serving's errors are [`HubError`]s: the 503s (a full queue with
+/// `Retry-After`, a model over the memory budget) are rows of its table.
+pub type ServingError = HubError;
 
 /// A request's model name split into the model and the version reference.
 pub fn parse_model_ref(s: &str) -> Result<(&str, &str), HubError> {
@@ -517,8 +472,7 @@ impl Reservation {
             Err(worker::SendError::Gone) => Err(HubError::Internal(format!(
                 "the worker of model {} has stopped",
                 self.model
-            ))
-            .into()),
+            ))),
         }
     }
 }
@@ -592,8 +546,7 @@ impl Pool {
                     m.name,
                     v.status.as_str()
                 ),
-            )
-            .into());
+            ));
         }
         Ok((m, v))
     }
@@ -628,7 +581,7 @@ impl Pool {
         let map = self.inner.loaded.lock().expect("pool lock");
         map.get(&id)
             .map(Entry::info)
-            .ok_or_else(|| HubError::Internal("the model unloaded while loading".into()).into())
+            .ok_or_else(|| HubError::Internal("the model unloaded while loading".into()))
     }
 
     /// `POST /api/models/{name}/unload`: the resolved version's entry, if it
