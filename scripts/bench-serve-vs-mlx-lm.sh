@@ -17,7 +17,7 @@
 # Env: PYTHON (python3), OPENBLAS (/usr/lib/x86_64-linux-gnu/libopenblas.so.0),
 #      MLX_HUB_BIN (skip the release build), TOKENS (128: tokens per stream),
 #      ROUNDS (3: repetitions of (a) and (b)), LATENCY_N (40: requests of (c)),
-#      DENSE (1: also measure `mlx-hub serve` with MLX_HUB_SERVING_DENSE_F32=1, i.e.
+#      DENSE (1: also measure `mlx-hub serve` with MLX_HUB_SERVING_WEIGHTS=float32, i.e.
 #      dense float32 weights; 0: skip it).
 set -euo pipefail
 
@@ -76,14 +76,15 @@ DATA=$OUT/hub
 "$MLX_HUB_BIN" models --data-dir "$DATA" register bench "$MODEL" --link >/dev/null
 "$MLX_HUB_BIN" models --data-dir "$DATA" register tiny "$TINY" --link >/dev/null
 OURS_PORT=$(free_port)
-MLX_HUB_KEEP_ALIVE=-1 RUST_LOG=warn "$MLX_HUB_BIN" serve --data-dir "$DATA" --port "$OURS_PORT" \
+MLX_HUB_SERVING_WEIGHTS=native MLX_HUB_KEEP_ALIVE=-1 RUST_LOG=warn "$MLX_HUB_BIN" serve \
+  --data-dir "$DATA" --port "$OURS_PORT" \
   > "$OUT/ours.log" 2>&1 &
 PIDS+=($!); OURS_PID=$!
 wait_http "http://127.0.0.1:$OURS_PORT/health" "$OURS_PID"
 DENSE_PORT=0
 if [ "${DENSE:-1}" = 1 ]; then
   DENSE_PORT=$(free_port)
-  MLX_HUB_SERVING_DENSE_F32=1 MLX_HUB_KEEP_ALIVE=-1 RUST_LOG=warn "$MLX_HUB_BIN" serve \
+  MLX_HUB_SERVING_WEIGHTS=float32 MLX_HUB_KEEP_ALIVE=-1 RUST_LOG=warn "$MLX_HUB_BIN" serve \
     --data-dir "$DATA" --port "$DENSE_PORT" > "$OUT/ours-dense.log" 2>&1 &
   PIDS+=($!); DENSE_PID=$!
   wait_http "http://127.0.0.1:$DENSE_PORT/health" "$DENSE_PID"

@@ -25,6 +25,8 @@
 //! | `Unauthorized`                          | 401    | `auth`            | `missing_token` / `invalid_token` |
 //! | `RouteNotFound`                         | 404    | `not_found`       | `route_not_found`             |
 //! | `MethodNotAllowed`                      | 405    | `invalid_request` | `method_not_allowed`          |
+//! | `Overloaded` (serving queue full, budget held by busy models) | 503 | `unavailable` | `server_overloaded` (with `Retry-After`) |
+//! | `InsufficientMemory` (a model larger than the serving budget) | 503 | `unavailable` | `insufficient_memory` |
 //! | `Config`                                | 500    | `internal`        | `invalid_config` (start-up only) |
 //! | `Internal`                              | 500    | `internal`        | `internal`                    |
 //! | `Hf` (Hugging Face pulls)               | 404/403/409/422/502 | see [`crate::hf::HfError::classify`] | `hf_…` |
@@ -103,6 +105,18 @@ pub enum HubError {
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
 
+    /// Serving: a model's waiting queue is full, or the memory budget is held
+    /// by models serving requests; retry after `retry_after_secs`.
+    #[error("{message}")]
+    Overloaded {
+        message: String,
+        retry_after_secs: u64,
+    },
+
+    /// Serving: the model can never fit in the memory budget (no `Retry-After`).
+    #[error("{message}")]
+    InsufficientMemory { message: String },
+
     /// Invalid configuration (start-up).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -155,9 +169,21 @@ impl HubError {
             HubError::Unauthorized { code, .. } => (401, "auth", code),
             HubError::RouteNotFound { .. } => (404, "not_found", "route_not_found"),
             HubError::MethodNotAllowed { .. } => (405, INVALID, "method_not_allowed"),
+            HubError::Overloaded { .. } => (503, "unavailable", "server_overloaded"),
+            HubError::InsufficientMemory { .. } => (503, "unavailable", "insufficient_memory"),
             HubError::Config(_) => (500, "internal", "invalid_config"),
             HubError::Internal(_) => (500, "internal", "internal"),
             HubError::Hf(e) => e.classify(),
+        }
+    }
+
+    /// The `Retry-After` (seconds) of a response to this error, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            HubError::Overloaded {
+                retry_after_secs, ..
+            } => Some((*retry_after_secs).max(1)),
+            _ => None,
         }
     }
 

@@ -200,8 +200,9 @@ async fn end_to_end(db: TestDb) {
     assert!(metrics["test_loss"].as_f64().unwrap().is_finite(), "{v}");
     lap("evaluate", &mut t);
 
-    // Generation. The serving pool answers for model versions; serving an
-    // adapter version is the serving layer's (not yet there): the base answers.
+    // Generation: the base version, then the adapter version (its base's
+    // weights with the adapter applied), whose greedy tokens must be the
+    // engine's own adapted model's.
     let (s, gen_body) = api
         .call(
             "POST",
@@ -211,6 +212,79 @@ async fn end_to_end(db: TestDb) {
         .await;
     assert_eq!(s, 200, "{gen_body}");
     assert!(gen_body["choices"][0]["text"].is_string(), "{gen_body}");
+    let max_tokens = 8;
+    let chat = api
+        .ok(
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                json!({"model": "tiny-lora:1", "temperature": 0, "max_tokens": max_tokens,
+                        "return_token_ids": true,
+                        "messages": [{"role": "user", "content": "Count to 3."}]}),
+            ),
+        )
+        .await;
+    let ids = |v: &Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not token ids: {chat}"))
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let (prompt_ids, got) = (
+        ids(&chat["prompt_token_ids"]),
+        ids(&chat["choices"][0]["token_ids"]),
+    );
+    let ps = api.ok("GET", "/api/ps", None).await;
+    let entry = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "tiny-lora:1")
+        .unwrap_or_else(|| panic!("tiny-lora:1 not in /api/ps: {ps}"))
+        .clone();
+    assert_eq!(entry["base_model"], "tiny:1", "{entry}");
+    assert!(entry["weights"].is_string(), "{entry}");
+    let adapter_dir = dir
+        .path()
+        .join("data/cache/models")
+        .join(entry["version_id"].to_string());
+    let base_dir = model.clone();
+    let want = std::thread::spawn(move || {
+        let mut m = engine::models::Llama::load(&base_dir).unwrap();
+        let a = engine::train::load_adapters(&adapter_dir, &m).unwrap();
+        engine::train::apply_adapters(&mut m, &a).unwrap();
+        engine::generate::generate_greedy(&m, &prompt_ids, max_tokens).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(!got.is_empty(), "{chat}");
+    assert_eq!(
+        got,
+        want[..got.len()],
+        "served adapter tokens differ: {chat}"
+    );
+    if got.len() < max_tokens {
+        assert_eq!(chat["choices"][0]["finish_reason"], "stop", "{chat}");
+    }
+    // the base's tokens differ from the adapted model's (the adapter is applied)
+    let base_chat = api
+        .ok(
+            "POST",
+            "/v1/chat/completions",
+            Some(
+                json!({"model": "tiny", "temperature": 0, "max_tokens": max_tokens,
+                        "return_token_ids": true,
+                        "messages": [{"role": "user", "content": "Count to 3."}]}),
+            ),
+        )
+        .await;
+    let base_got = ids(&base_chat["choices"][0]["token_ids"]);
+    assert_ne!(got, base_got, "the adapter changed nothing");
+    eprintln!(
+        "adapter tokens {got:?} ({}), base tokens {base_got:?}",
+        entry["weights"]
+    );
     lap("generate", &mut t);
 
     let _ = stop_tx.send(true);

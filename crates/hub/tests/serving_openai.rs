@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use common::TestDb;
 use common::http::{assert_error, copy_dir, tiny_model};
 use futures_util::StreamExt;
-use hub::serving::{Pool, ServingConfig};
+use hub::serving::{Pool, ServingConfig, WeightsPolicy};
 use hub::{Hub, HubConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -204,7 +204,12 @@ fn assert_prefix(got: &[u64], want: &[u64], finish: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greedy_matches_reference_streamed_and_not() {
-    let Some(s) = served("greedy_matches_reference", ServingConfig::default()).await else {
+    // mlx-lm's numerics: the weights as stored
+    let config = ServingConfig {
+        weights: WeightsPolicy::Native,
+        ..ServingConfig::default()
+    };
+    let Some(s) = served("greedy_matches_reference", config).await else {
         return;
     };
     let chat = reference(&s.fixture, "chat");
@@ -462,6 +467,17 @@ async fn pool_ps_load_unload_keep_alive_budget() {
         .unwrap()
         .len();
     assert_eq!(ps[0]["size_bytes"], weights);
+    // auto: the fixture is float32 already, densifying costs nothing on a CPU
+    let choice = ps[0]["weights"].as_str().unwrap();
+    assert!(
+        [
+            "float32 (auto: cpu, stored as float32)",
+            "native (auto: gpu device)"
+        ]
+        .contains(&choice),
+        "{choice}"
+    );
+    assert!(ps[0]["base_model"].is_null());
     assert!(ps[0]["expires_at_ms"].as_i64().unwrap() > ps[0]["loaded_at_ms"].as_i64().unwrap());
 
     let (st, b) = s.call("POST", "/api/models/tiny/unload", None).await;

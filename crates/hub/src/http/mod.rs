@@ -230,10 +230,18 @@ impl IntoResponse for HubError {
     fn into_response(self) -> Response {
         let (status, _, _) = self.classify();
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
+        let retry_after = self.retry_after_secs();
+        if retry_after.is_some() || matches!(self, HubError::InsufficientMemory { .. }) {
+            tracing::warn!(error = %self, "request refused");
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(serde_json::json!({ "error": self.body() }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "error": self.body() }))).into_response();
+        if let Some(s) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }
 

@@ -145,10 +145,10 @@ async fn run(hub: Hub, body: Value, kind: Kind) -> Result<Response, ServingError
                     text.push_str(&f.text_delta);
                     return Ok(Json(state.last(&text, &f)).into_response());
                 }
-                Some(Event::Error(e)) => return Err(e.into()),
+                Some(Event::Error(e)) => return Err(e),
                 Some(Event::Started { .. }) => {}
                 None => {
-                    return Err(HubError::Internal("the model worker stopped".into()).into());
+                    return Err(HubError::Internal("the model worker stopped".into()));
                 }
             }
         }
@@ -169,13 +169,11 @@ async fn run(hub: Hub, body: Value, kind: Kind) -> Result<Response, ServingError
                     return Some((ndjson(&v), None));
                 }
                 Some(Event::Error(e)) => {
-                    let e: ServingError = e.into();
                     return Some((ndjson(&json!({"error": e.body()})), None));
                 }
                 Some(Event::Started { .. }) => None,
                 None => {
-                    let e: ServingError =
-                        HubError::Internal("the model worker stopped".into()).into();
+                    let e = HubError::Internal("the model worker stopped".into());
                     return Some((ndjson(&json!({"error": e.body()})), None));
                 }
             };

@@ -24,9 +24,14 @@
 //! (sequences batched per model, default 8), `MLX_HUB_SERVING_PREFILL_CHUNK`
 //! (prompt tokens per prefill chunk, default 512),
 //! `MLX_HUB_PREFIX_CACHE_BYTES` (prefix cache per model, default 256 MiB; 0
-//! turns it off), `MLX_HUB_SERVING_DENSE_F32` (`1`: serve with dense float32
-//! weights, see [`ServingConfig::dense_float32`]), `MLX_HUB_KEEP_ALIVE`
-//! (default `5m`).
+//! turns it off), `MLX_HUB_SERVING_WEIGHTS` (`auto`, `native` or `float32`,
+//! see [`WeightsPolicy`]; `MLX_HUB_SERVING_DENSE_F32=1` is an alias of
+//! `float32`), `MLX_HUB_KEEP_ALIVE` (default `5m`).
+//!
+//! Adapter versions (a trained LoRA/DoRA/full fine-tune registered with its
+//! base version in its lineage) are served as their base version's weights
+//! with the adapter applied unfused, as the engine's own adapted model
+//! computes them; the pool entry is the adapter version's.
 
 pub mod metrics;
 mod prefix_cache;
@@ -41,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::artifacts::LocalArtifactStore;
-use crate::error::{ErrorBody, HubError};
+use crate::error::HubError;
 use crate::store::{Store, StoreError, VersionStatus};
 
 pub use worker::{Event, Job, Prompt, TokenOut};
@@ -71,11 +76,8 @@ pub struct ServingConfig {
     pub prefill_chunk: usize,
     /// Bytes of KV cache kept per model for prefix reuse (0: off).
     pub prefix_cache_bytes: usize,
-    /// Serve with dense float32 weights (quantized and half-precision ones
-    /// converted at load): several times faster on MLX's CPU backend, up to
-    /// 8× the memory of a 4-bit model, and numerically not mlx-lm's quantized
-    /// path. Off by default.
-    pub dense_float32: bool,
+    /// Which weights a loaded model keeps (see [`WeightsPolicy`]).
+    pub weights: WeightsPolicy,
     /// `Retry-After` of a 503, in seconds.
     pub retry_after_secs: u64,
     /// How often expired models are looked for.
@@ -91,7 +93,7 @@ impl Default for ServingConfig {
             max_running: DEFAULT_MAX_RUNNING,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
-            dense_float32: false,
+            weights: WeightsPolicy::Auto,
             retry_after_secs: 1,
             reap_interval: Duration::from_millis(500),
         }
@@ -131,8 +133,19 @@ impl ServingConfig {
                 }
             }
         }
-        if let Some(v) = var("MLX_HUB_SERVING_DENSE_F32") {
-            c.dense_float32 = matches!(v.as_str(), "1" | "true" | "yes" | "on");
+        if let Some(v) = var("MLX_HUB_SERVING_DENSE_F32")
+            && matches!(v.as_str(), "1" | "true" | "yes" | "on")
+        {
+            c.weights = WeightsPolicy::Float32;
+        }
+        if let Some(v) = var("MLX_HUB_SERVING_WEIGHTS") {
+            match WeightsPolicy::parse(&v) {
+                Some(p) => c.weights = p,
+                None => tracing::warn!(
+                    value = %v,
+                    "MLX_HUB_SERVING_WEIGHTS is not auto, native or float32"
+                ),
+            }
         }
         if let Some(v) = var("MLX_HUB_KEEP_ALIVE") {
             match KeepAlive::parse(&serde_json::Value::String(v.clone())) {
@@ -142,6 +155,102 @@ impl ServingConfig {
         }
         c
     }
+}
+
+/// Which weights a served model keeps in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightsPolicy {
+    /// Dense float32 on MLX's CPU device when the float32 size fits the memory
+    /// budget (a float32 matmul is BLAS there, several times faster than a
+    /// quantized or half-precision one, and a batch shares one weight pass);
+    /// else the weights as stored.
+    #[default]
+    Auto,
+    /// The weights as stored: mlx-lm's numerics (quantized path included).
+    Native,
+    /// Always dense float32 (quantized and half-precision weights converted at
+    /// load): up to 8× the memory of a 4-bit model, and numerically not
+    /// mlx-lm's quantized path.
+    Float32,
+}
+
+impl WeightsPolicy {
+    pub fn parse(s: &str) -> Option<WeightsPolicy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(WeightsPolicy::Auto),
+            "native" => Some(WeightsPolicy::Native),
+            "float32" | "f32" => Some(WeightsPolicy::Float32),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightsPolicy::Auto => "auto",
+            WeightsPolicy::Native => "native",
+            WeightsPolicy::Float32 => "float32",
+        }
+    }
+
+    /// Whether to densify, and why (`"float32 (auto: cpu, fits budget)"`),
+    /// for a model of `native_bytes` stored and `float32_bytes` dense on
+    /// `device` under `budget`.
+    pub fn decide(
+        self,
+        device: &str,
+        native_bytes: u64,
+        float32_bytes: u64,
+        budget: u64,
+    ) -> (bool, String) {
+        match self {
+            WeightsPolicy::Native => (false, "native (configured)".into()),
+            WeightsPolicy::Float32 => (true, "float32 (configured)".into()),
+            WeightsPolicy::Auto if device != "cpu" => {
+                (false, format!("native (auto: {device} device)"))
+            }
+            WeightsPolicy::Auto if float32_bytes > budget => (
+                false,
+                format!(
+                    "native (auto: cpu, float32 needs {float32_bytes} bytes, over the \
+                     {budget}-byte budget)"
+                ),
+            ),
+            WeightsPolicy::Auto if float32_bytes <= native_bytes => {
+                (true, "float32 (auto: cpu, stored as float32)".into())
+            }
+            WeightsPolicy::Auto => (true, "float32 (auto: cpu, fits budget)".into()),
+        }
+    }
+}
+
+/// Bytes of a model's weights in dense float32: its parameters (quantized
+/// matrices unpacked, as mlx-lm's `get_total_parameters` counts) × 4.
+pub fn float32_weight_bytes(c: &engine::config::ModelConfig) -> u64 {
+    let (h, layers, inter) = (
+        c.hidden_size as u64,
+        c.num_hidden_layers as u64,
+        c.intermediate_size as u64,
+    );
+    let (q, kv) = (
+        (c.num_attention_heads * c.head_dim) as u64,
+        (c.num_key_value_heads * c.head_dim) as u64,
+    );
+    let vocab = c.vocab_size as u64;
+    let mut block = h * q + 2 * h * kv + q * h + 3 * h * inter + 2 * h;
+    if c.attention_qkv_bias {
+        block += q + 2 * kv;
+    }
+    if c.attention_out_bias {
+        block += h;
+    }
+    if c.mlp_bias {
+        block += 2 * inter + h;
+    }
+    if c.qk_norm {
+        block += 2 * c.head_dim as u64;
+    }
+    let head = if c.tie_word_embeddings { 0 } else { vocab * h };
+    (vocab * h + head + layers * block + h) * 4
 }
 
 fn default_budget() -> u64 {
@@ -204,54 +313,9 @@ impl KeepAlive {
     }
 }
 
-/// An error of the serving layer: a [`HubError`] (rendered by the hub's error
-/// table) or one of the two serving-only statuses.
-#[derive(Debug, thiserror::Error)]
-pub enum ServingError {
-    #[error(transparent)]
-    Hub(#[from] HubError),
-    /// The queue (or the memory budget, held by busy models) is full: 503 with
-    /// `Retry-After`.
-    #[error("{message}")]
-    Overloaded {
-        message: String,
-        retry_after_secs: u64,
-    },
-    /// The model can never fit in the memory budget: 503 without `Retry-After`.
-    #[error("{message}")]
-    InsufficientMemory { message: String },
-}
-
-impl From<StoreError> for ServingError {
-    fn from(e: StoreError) -> Self {
-        ServingError::Hub(e.into())
-    }
-}
-
-impl ServingError {
-    /// (HTTP status, type, code); [`HubError`]s go through its table.
-    pub fn classify(&self) -> (u16, &'static str, &'static str) {
-        match self {
-            ServingError::Hub(e) => e.classify(),
-            ServingError::Overloaded { .. } => (503, "unavailable", "server_overloaded"),
-            ServingError::InsufficientMemory { .. } => (503, "unavailable", "insufficient_memory"),
-        }
-    }
-
-    pub fn body(&self) -> ErrorBody {
-        match self {
-            ServingError::Hub(e) => e.body(),
-            _ => {
-                let (_, kind, code) = self.classify();
-                ErrorBody {
-                    message: self.to_string(),
-                    kind: kind.into(),
-                    code: code.into(),
-                }
-            }
-        }
-    }
-}
+/// Serving's errors are [`HubError`]s: the 503s (a full queue with
+/// `Retry-After`, a model over the memory budget) are rows of its table.
+pub type ServingError = HubError;
 
 /// A request's model name split into the model and the version reference.
 pub fn parse_model_ref(s: &str) -> Result<(&str, &str), HubError> {
@@ -281,8 +345,13 @@ pub struct LoadedInfo {
     pub name: String,
     pub version: i64,
     pub version_id: i64,
-    /// Estimate: the weight files' sizes.
+    /// Estimate: the weight files' sizes, or the float32 size when densified
+    /// (plus an adapter's files).
     pub size_bytes: u64,
+    /// The weights kept and why, e.g. `"float32 (auto: cpu, fits budget)"`.
+    pub weights: String,
+    /// For an adapter version: the base version it runs over (`name:number`).
+    pub base_model: Option<String>,
     pub loaded_at_ms: i64,
     /// When it unloads if no request comes; `null`: never (or busy).
     pub expires_at_ms: Option<i64>,
@@ -295,6 +364,8 @@ struct Entry {
     version: i64,
     version_id: i64,
     size_bytes: u64,
+    weights: String,
+    base_model: Option<String>,
     loaded_at_ms: i64,
     worker: Arc<worker::Worker>,
 }
@@ -315,6 +386,8 @@ impl Entry {
             version: self.version,
             version_id: self.version_id,
             size_bytes: self.size_bytes,
+            weights: self.weights.clone(),
+            base_model: self.base_model.clone(),
             loaded_at_ms: self.loaded_at_ms,
             expires_at_ms,
             active_requests: active,
@@ -399,8 +472,7 @@ impl Reservation {
             Err(worker::SendError::Gone) => Err(HubError::Internal(format!(
                 "the worker of model {} has stopped",
                 self.model
-            ))
-            .into()),
+            ))),
         }
     }
 }
@@ -474,8 +546,7 @@ impl Pool {
                     m.name,
                     v.status.as_str()
                 ),
-            )
-            .into());
+            ));
         }
         Ok((m, v))
     }
@@ -510,7 +581,7 @@ impl Pool {
         let map = self.inner.loaded.lock().expect("pool lock");
         map.get(&id)
             .map(Entry::info)
-            .ok_or_else(|| HubError::Internal("the model unloaded while loading".into()).into())
+            .ok_or_else(|| HubError::Internal("the model unloaded while loading".into()))
     }
 
     /// `POST /api/models/{name}/unload`: the resolved version's entry, if it
@@ -536,36 +607,100 @@ impl Pool {
         if let Some(w) = self.hit(v.id, keep_alive) {
             return Ok(w);
         }
-        let files = self.inner.store.version_files(v.id).await?;
+        // An adapter version runs over its base version's weights.
+        let (base, base_label, adapter) = if v.format == crate::worker::ADAPTER_FORMAT {
+            let base_id = v.lineage.base_version_id.ok_or_else(|| {
+                HubError::invalid(
+                    "model",
+                    format!(
+                        "adapter version {name}:{} records no base version",
+                        v.number
+                    ),
+                )
+            })?;
+            let base = self.inner.store.get_version(base_id).await?;
+            let base_model = self.inner.store.get_model(base.model_id).await?;
+            let label = format!("{}:{}", base_model.name, base.number);
+            (base, Some(label), Some(v))
+        } else {
+            (v.clone(), None, None)
+        };
+        let files = self.inner.store.version_files(base.id).await?;
         let weights: u64 = files
             .iter()
             .filter(|f| f.path.ends_with(".safetensors"))
             .map(|f| f.size_bytes.max(0) as u64)
             .sum();
-        let size = if weights > 0 {
+        let native_size = if weights > 0 {
             weights
         } else {
             files.iter().map(|f| f.size_bytes.max(0) as u64).sum()
         };
+        let adapter_files = match adapter {
+            Some(a) => Some(self.inner.store.version_files(a.id).await?),
+            None => None,
+        };
+        let adapter_size: u64 = adapter_files
+            .iter()
+            .flatten()
+            .map(|f| f.size_bytes.max(0) as u64)
+            .sum();
+
+        // materialised first: the float32 size comes from the config
+        let artifacts = self.inner.artifacts.clone();
+        let dir = self.inner.cache_dir.join(base.id.to_string());
+        let adapter_dir = adapter.map(|a| self.inner.cache_dir.join(a.id.to_string()));
+        let sources = std::iter::once((dir.clone(), files, base.artifact_uri.clone()))
+            .chain(
+                adapter
+                    .zip(adapter_dir.clone())
+                    .zip(adapter_files)
+                    .map(|((a, d), f)| (d, f, a.artifact_uri.clone())),
+            )
+            .collect::<Vec<_>>();
+        let config = tokio::task::spawn_blocking(move || {
+            for (d, f, uri) in &sources {
+                materialise(&artifacts, d, f, uri.as_deref())?;
+            }
+            engine::config::ModelConfig::from_dir(&sources[0].0)
+                .map_err(|e| HubError::Internal(format!("the model's config.json: {e}")))
+        })
+        .await
+        .map_err(|e| HubError::Internal(format!("materialise task failed: {e}")))??;
+
         let budget = self.inner.config.memory_budget_bytes;
+        let device = mlx::system::default_device().name();
+        let float32_size = float32_weight_bytes(&config);
+        let (densify, weights_choice) =
+            self.inner
+                .config
+                .weights
+                .decide(device, native_size, float32_size, budget);
+        // densified: the float32 copies (the files' size when already float32)
+        let size = if densify {
+            float32_size.max(native_size)
+        } else {
+            native_size
+        } + adapter_size;
+        tracing::info!(
+            model = %format!("{name}:{}", v.number),
+            base = ?base_label,
+            weights = %weights_choice,
+            native_bytes = native_size,
+            float32_bytes = float32_size,
+            budget_bytes = budget,
+            "serving weights chosen"
+        );
         if size > budget {
             return Err(ServingError::InsufficientMemory {
                 message: format!(
-                    "model {name}:{} needs about {size} bytes of weights, more than the \
-                     memory budget of {budget} bytes",
+                    "model {name}:{} needs about {size} bytes of weights ({weights_choice}), \
+                     more than the memory budget of {budget} bytes",
                     v.number
                 ),
             });
         }
         self.make_room(size, budget)?;
-
-        let artifacts = self.inner.artifacts.clone();
-        let dir = self.inner.cache_dir.join(v.id.to_string());
-        let uri = v.artifact_uri.clone();
-        let dir2 = dir.clone();
-        tokio::task::spawn_blocking(move || materialise(&artifacts, &dir2, &files, uri.as_deref()))
-            .await
-            .map_err(|e| HubError::Internal(format!("materialise task failed: {e}")))??;
 
         let keep = keep_alive.unwrap_or(self.inner.config.keep_alive);
         let label = format!("{name}:{}", v.number);
@@ -575,7 +710,8 @@ impl Pool {
             max_running: c.max_running.max(1),
             prefill_chunk: c.prefill_chunk.max(1),
             prefix_cache_bytes: c.prefix_cache_bytes,
-            dense_float32: c.dense_float32,
+            dense_float32: densify,
+            adapter_dir,
             metrics: self.inner.metrics.clone(),
         };
         let worker = worker::Worker::spawn(label, v.id, dir, settings, keep).await?;
@@ -589,6 +725,8 @@ impl Pool {
                 version: v.number,
                 version_id: v.id,
                 size_bytes: size,
+                weights: weights_choice,
+                base_model: base_label,
                 loaded_at_ms: now_ms(),
                 worker: worker.clone(),
             },
@@ -770,6 +908,49 @@ mod tests {
         );
         assert!(parse_model_ref("llama:").is_err());
         assert!(parse_model_ref(":3").is_err());
+    }
+
+    #[test]
+    fn float32_size_of_smollm2_135m() {
+        // SmolLM2-135M: 134,515,008 parameters (tied embeddings)
+        let c = engine::config::ModelConfig::from_json_str(
+            r#"{"model_type": "llama", "hidden_size": 576, "num_hidden_layers": 30,
+                "intermediate_size": 1536, "num_attention_heads": 9,
+                "num_key_value_heads": 3, "rms_norm_eps": 1e-5, "vocab_size": 49152,
+                "tie_word_embeddings": true}"#,
+        )
+        .unwrap();
+        assert_eq!(float32_weight_bytes(&c), 134_515_008 * 4);
+    }
+
+    #[test]
+    fn weights_policy() {
+        let p = |s| WeightsPolicy::parse(s).unwrap();
+        assert_eq!(p("auto"), WeightsPolicy::Auto);
+        assert_eq!(p("Native"), WeightsPolicy::Native);
+        assert_eq!(p("float32"), WeightsPolicy::Float32);
+        assert!(WeightsPolicy::parse("fp16").is_none());
+        let auto = WeightsPolicy::Auto;
+        assert_eq!(
+            auto.decide("cpu", 100, 400, 1000),
+            (true, "float32 (auto: cpu, fits budget)".into())
+        );
+        assert!(!auto.decide("cpu", 100, 400, 399).0);
+        assert!(
+            auto.decide("cpu", 100, 400, 399)
+                .1
+                .contains("over the 399-byte budget")
+        );
+        assert_eq!(
+            auto.decide("gpu", 100, 400, 1000),
+            (false, "native (auto: gpu device)".into())
+        );
+        assert_eq!(
+            auto.decide("cpu", 410, 400, 1000).1,
+            "float32 (auto: cpu, stored as float32)"
+        );
+        assert!(!WeightsPolicy::Native.decide("cpu", 100, 400, 1000).0);
+        assert!(WeightsPolicy::Float32.decide("gpu", 100, 400, 1).0);
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub(crate) struct WorkerSettings {
     pub prefill_chunk: usize,
     pub prefix_cache_bytes: usize,
     pub dense_float32: bool,
+    /// An adapter folder applied (unfused) over the model.
+    pub adapter_dir: Option<PathBuf>,
     pub metrics: Arc<ServingMetrics>,
 }
 
@@ -214,14 +216,7 @@ fn run(
     settings: WorkerSettings,
 ) {
     let dense = settings.dense_float32;
-    let loaded = engine::models::load_model(&dir)
-        .and_then(|mut m| {
-            if dense {
-                let bytes = m.densify(engine::models::Dtype::Float32)?;
-                tracing::info!(model = %label, bytes = ?bytes, "weights densified to float32");
-            }
-            Ok(m)
-        })
+    let loaded = load_model(&dir, settings.adapter_dir.as_deref(), dense, &label)
         .map_err(|e| HubError::Internal(format!("cannot load {label}: {e}")))
         .and_then(|m| {
             Tokenizer::from_dir(&dir).map(|t| (m, t)).map_err(|e| {
@@ -260,6 +255,32 @@ fn run(
         }
     }
     tracing::info!(model = %label, "model unloaded");
+}
+
+/// Loads the model, applies the adapter (LoRA/DoRA unfused, as the engine's
+/// adapted model runs; a full fine-tune's weights replace the base's) and
+/// densifies, in that order (a full fine-tune's weights are densified too).
+fn load_model(
+    dir: &std::path::Path,
+    adapter_dir: Option<&std::path::Path>,
+    dense: bool,
+    label: &str,
+) -> Result<Box<dyn LanguageModel + Send>, String> {
+    let mut model = engine::models::Llama::load(dir).map_err(|e| e.to_string())?;
+    if let Some(ad) = adapter_dir {
+        let adapters =
+            engine::train::load_adapters(ad, &model).map_err(|e| format!("the adapter: {e}"))?;
+        engine::train::apply_adapters(&mut model, &adapters)
+            .map_err(|e| format!("the adapter: {e}"))?;
+        tracing::info!(model = %label, "adapter applied");
+    }
+    if dense {
+        let bytes = model
+            .densify(engine::models::Dtype::Float32)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(model = %label, bytes = ?bytes, "weights densified to float32");
+    }
+    Ok(Box::new(model))
 }
 
 fn tokenizer_error(e: TokenizerError) -> HubError {

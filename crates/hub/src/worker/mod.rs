@@ -21,6 +21,7 @@ mod eval_job;
 mod train_job;
 
 pub use eval_job::EvalResult;
+pub use train_job::ADAPTER_FORMAT;
 
 use std::time::Duration;
 

@@ -28,8 +28,7 @@ pub(crate) async fn create(
         return Err(HubError::invalid(
             "top_logprobs",
             format!("`top_logprobs`: at most {MAX_TOP_LOGPROBS}, got {top}"),
-        )
-        .into());
+        ));
     }
     let c = common(&f, max_tokens, logprobs.then_some(top))?;
     let messages = messages(&f)?;

@@ -28,15 +28,13 @@ pub(crate) async fn create(
         return Err(HubError::invalid(
             "logprobs",
             format!("`logprobs`: at most {MAX_LOGPROBS}, got {n}"),
-        )
-        .into());
+        ));
     }
     if f.get::<bool>("echo")?.unwrap_or(false) {
         return Err(HubError::BadRequest {
             code: "unsupported_parameter",
             message: "`echo`: not supported".into(),
-        }
-        .into());
+        });
     }
     let c = common(&f, f.get::<u64>("max_tokens")?, logprobs)?;
     let prompt = prompt(&f)?;

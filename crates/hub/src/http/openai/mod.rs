@@ -32,8 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use engine::generate::{Finished, GenerateParams};
@@ -51,32 +49,6 @@ use crate::serving::{Event, Job, KeepAlive, Prompt, ServingError, TokenOut};
 pub const DEFAULT_MAX_TOKENS: usize = 512;
 /// Most alternatives per token.
 pub const MAX_TOP_LOGPROBS: usize = 20;
-
-impl IntoResponse for ServingError {
-    fn into_response(self) -> Response {
-        match self {
-            ServingError::Hub(e) => e.into_response(),
-            other => {
-                let (status, _, _) = other.classify();
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                let retry = match &other {
-                    ServingError::Overloaded {
-                        retry_after_secs, ..
-                    } => Some(*retry_after_secs),
-                    _ => None,
-                };
-                tracing::warn!(error = %other, "request refused");
-                let mut resp = (status, Json(json!({ "error": other.body() }))).into_response();
-                if let Some(s) = retry {
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from(s.max(1)));
-                }
-                resp
-            }
-        }
-    }
-}
 
 /// A request body as a JSON object, read field by field so each error names
 /// its field.
@@ -271,8 +243,8 @@ pub(crate) async fn start(
             cached_tokens,
             _cancel: guard,
         }),
-        Some(Event::Error(e)) => Err(e.into()),
-        _ => Err(HubError::Internal("the model worker stopped".into()).into()),
+        Some(Event::Error(e)) => Err(e),
+        _ => Err(HubError::Internal("the model worker stopped".into())),
     }
 }
 
@@ -304,9 +276,9 @@ pub(crate) async fn collect(mut r: Running) -> Result<Collected, ServingError> {
                     prompt_ids: std::mem::take(&mut r.prompt_ids),
                 });
             }
-            Some(Event::Error(e)) => return Err(e.into()),
+            Some(Event::Error(e)) => return Err(e),
             Some(Event::Started { .. }) => {}
-            None => return Err(HubError::Internal("the model worker stopped".into()).into()),
+            None => return Err(HubError::Internal("the model worker stopped".into())),
         }
     }
 }
@@ -378,14 +350,14 @@ pub(crate) fn sse<F: ChunkFormat>(running: Running, format: F, include_usage: bo
             }
             Some(Event::Error(e)) => {
                 st.done = true;
-                vec![error_event(e.into())]
+                vec![error_event(e)]
             }
             Some(Event::Started { .. }) => Vec::new(),
             None => {
                 st.done = true;
-                vec![error_event(
-                    HubError::Internal("the model worker stopped".into()).into(),
-                )]
+                vec![error_event(HubError::Internal(
+                    "the model worker stopped".into(),
+                ))]
             }
         };
         Some((futures_util::stream::iter(events), st))
