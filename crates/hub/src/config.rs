@@ -8,7 +8,7 @@
 //! | data directory   | `--data-dir`       | `MLX_HUB_DATA_DIR`          | —                  | `./storage`                     |
 //! | database URL     | `--database-url`   | `MLX_HUB_DATABASE_URL`      | `database_url` (no password) | `sqlite://<data-dir>/hub.db` |
 //! | host             | `--host`           | `MLX_HUB_HOST`              | `host`             | `127.0.0.1`                     |
-//! | port             | `--port`           | `MLX_HUB_PORT`              | `port`             | `8080`                          |
+//! | port             | `--port`           | `MLX_HUB_PORT`              | `port`             | `8000`                          |
 //! | import root      | `--import-root`    | `MLX_HUB_IMPORT_ROOT`       | `import_root`      | `<data-dir>/import`             |
 //! | body limit       | —                  | `MLX_HUB_MAX_BODY_BYTES`    | `max_body_bytes`   | 1 MiB                           |
 //! | upload limit     | —                  | `MLX_HUB_MAX_UPLOAD_BYTES`  | `max_upload_bytes` | 1 GiB                           |
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use crate::error::{HubError, HubResult};
 
 pub const CONFIG_FILE: &str = "mlx-hub.toml";
-pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_PORT: u16 = 8000;
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;

@@ -348,3 +348,45 @@ async fn dead_worker_job_runs_elsewhere(db: TestDb) {
     assert_no_job_dirs(&f);
 }
 store_test!(dead_worker_job_runs_elsewhere);
+
+/// The seed's stability criterion: 20 training jobs in a row on one worker all
+/// succeed, and the last one's peak memory is within 10% of the first's (nothing
+/// accumulates from job to job: caches, compiled graphs, model copies).
+async fn twenty_jobs_in_a_row(db: TestDb) {
+    let Some(f) = setup(db, "twenty_jobs_in_a_row").await else {
+        return;
+    };
+    let w = worker(&f, "w-seq");
+    let store = &f.th.db.store;
+    let mut peaks = Vec::new();
+    let t = Instant::now();
+    for i in 0..20 {
+        let job = enqueue(&f, json!({"iters": 4, "steps_per_report": 4, "seed": i})).await;
+        let out = w.run_once().await.unwrap().expect("a job");
+        assert_eq!(out.state, JobState::Succeeded, "job {i}: {out:?}");
+        assert_eq!(out.job_id, job.id);
+        let peak = store
+            .metric_history(out.run_id.unwrap(), "peak_memory_gb", None)
+            .await
+            .unwrap()
+            .last()
+            .expect("a peak memory report")
+            .value;
+        peaks.push(peak);
+    }
+    eprintln!(
+        "twenty_jobs_in_a_row: {:?}; peak memory GB first {:.4}, last {:.4}, max {:.4}",
+        t.elapsed(),
+        peaks[0],
+        peaks[19],
+        peaks.iter().cloned().fold(0.0, f64::max)
+    );
+    assert!(
+        peaks[19] <= peaks[0] * 1.10,
+        "peak memory grew from {} GB (job 1) to {} GB (job 20): {peaks:?}",
+        peaks[0],
+        peaks[19]
+    );
+    assert_no_job_dirs(&f);
+}
+store_test!(twenty_jobs_in_a_row);

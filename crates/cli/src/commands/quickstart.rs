@@ -64,7 +64,7 @@ pub struct Args {
     /// Address to serve on [env: MLX_HUB_HOST] [default: 127.0.0.1]
     #[arg(long)]
     pub host: Option<String>,
-    /// Port to serve on [env: MLX_HUB_PORT] [default: 8080]
+    /// Port to serve on [env: MLX_HUB_PORT] [default: 8000]
     #[arg(long)]
     pub port: Option<u16>,
     /// LoRA iterations of the example job.

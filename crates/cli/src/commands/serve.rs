@@ -65,7 +65,7 @@ pub struct Args {
     /// (MLX_HUB_API_TOKEN or MLX_HUB_API_TOKEN_FILE) [env: MLX_HUB_HOST] [default: 127.0.0.1]
     #[arg(long)]
     pub host: Option<String>,
-    /// Port [env: MLX_HUB_PORT] [default: 8080]
+    /// Port [env: MLX_HUB_PORT] [default: 8000]
     #[arg(long)]
     pub port: Option<u16>,
     /// Folders registered over the API must be inside this one

@@ -313,6 +313,9 @@ async fn attempt(
     std::thread::Builder::new()
         .name(format!("train-job-{}", job.id))
         .spawn(move || {
+            // Each job reports its own peak (MLX's counter is process-wide; a serving
+            // model in the same process sees its peak restart here too).
+            mlx::system::reset_peak_memory();
             let mut on_event = |ev: &TrainEvent| {
                 let _ = tx.send(ev.clone());
                 if matches!(ev, TrainEvent::Train { .. })
