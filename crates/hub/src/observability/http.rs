@@ -85,11 +85,10 @@ pub async fn observe(State(metrics): State<HttpMetrics>, req: Request, next: Nex
         .filter(|v| is_valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(new_request_id);
-    // `otel.*` fields name the span and its kind in OpenTelemetry exports;
+    // `otel.kind` marks the span as a server span in OpenTelemetry exports;
     // route and status are only known once the router has answered.
     let span = tracing::info_span!(
         "http.request",
-        otel.name = Empty,
         otel.kind = "server",
         http.request.method = %method,
         http.route = Empty,
@@ -105,7 +104,6 @@ pub async fn observe(State(metrics): State<HttpMetrics>, req: Request, next: Nex
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let status = resp.status().as_u16();
-    span.record("otel.name", format!("{method} {route}"));
     span.record("http.route", route.as_str());
     span.record("http.response.status_code", status);
     span.in_scope(|| {
