@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
-# System packages: OpenBLAS (linked ahead of libmlx), PostgreSQL client tools.
+# System packages: OpenBLAS (linked ahead of libmlx), PostgreSQL client tools,
+# Prometheus (the metrics test scrapes the hub with it).
 need_apt=()
-for pkg in libopenblas-dev postgresql-client; do
+for pkg in libopenblas-dev postgresql-client prometheus; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

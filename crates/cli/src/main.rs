@@ -17,8 +17,19 @@ const LONG_VERSION: &str = concat!(
 #[derive(Parser)]
 #[command(name = "mlx-hub", version = LONG_VERSION, about = "Register, fine-tune, track and serve MLX models")]
 struct Cli {
+    /// Log lines on stderr as text or JSON (one object per line, with the
+    /// request span's fields). Applies to `serve` and `worker`; spans are also
+    /// exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +66,16 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // long-running commands log; the others print their own output only
+    let _telemetry = match cli.command {
+        Command::Serve(_) | Command::Worker(_) => {
+            Some(hub::observability::telemetry::init(match cli.log_format {
+                LogFormat::Text => hub::observability::telemetry::LogFormat::Text,
+                LogFormat::Json => hub::observability::telemetry::LogFormat::Json,
+            })?)
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Serve(args) => commands::serve::run(args),

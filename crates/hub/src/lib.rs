@@ -8,7 +8,8 @@
 //! - [`service::Hub`]: the façade shared by the HTTP API and the CLI, with
 //!   [`registry`] (model folders), [`dataset_import`] (JSONL datasets) and
 //!   [`training`] (job submission).
-//! - [`http`]: the axum router; [`server`]: serving it.
+//! - [`http`]: the axum router; [`server`]: serving it; [`observability`]:
+//!   `/metrics`, request spans and ids.
 
 pub mod admission;
 pub mod artifacts;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod hf;
 pub mod http;
 pub mod mlflow;
+pub mod observability;
 pub mod paths;
 pub mod recovery;
 pub mod registry;

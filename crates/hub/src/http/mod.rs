@@ -10,6 +10,7 @@
 //! | route | methods |
 //! |---|---|
 //! | `/health` | GET: status, version, database backend (no token needed) |
+//! | `/metrics` | GET: Prometheus text exposition (see `crate::observability`) |
 //! | `/api/models` | GET `?name_contains=&tag=&limit=&offset=`, POST `{name, description?, tags?}` |
 //! | `/api/models/pull` | POST `{repo, revision?, name?, file?, alias?, description?}`: pull from the Hugging Face Hub and register (see `crate::hf`) |
 //! | `/api/models/{name}` | GET (with versions and aliases), PATCH `{description?, tags?}`, DELETE (409 while versions exist) |
@@ -33,6 +34,9 @@
 //! | `/v1/models`, `/v1/chat/completions`, `/v1/completions` | OpenAI-compatible (see `openai`) |
 //! | `/api/generate`, `/api/chat` | POST — hub-native, NDJSON streams (see `native`) |
 //!
+//! Every response carries `x-request-id` (the client's, if it sent a valid
+//! one, else a new id); each request runs in a `http.request` tracing span.
+//!
 //! Model names may contain `/`: send it percent-encoded (`org%2Fname`).
 
 mod datasets;
@@ -47,7 +51,7 @@ mod runs;
 mod versions;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +62,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
 use crate::error::HubError;
+use crate::observability::{self, HttpMetrics};
 use crate::service::Hub;
 
 /// The router over `hub` with default settings (body limit and token from
@@ -98,6 +103,7 @@ impl RouterBuilder {
     pub fn build(self) -> Router {
         let api = Router::new()
             .route("/health", get(health::health))
+            .route("/metrics", get(observability::metrics::scrape))
             .route("/api/mlflow/status", get(mlflow::status))
             .route("/api/models", get(models::list).post(models::create))
             .route("/api/models/pull", post(pull::pull))
@@ -153,9 +159,11 @@ impl RouterBuilder {
             .route("/v1/completions", post(openai::completions::create))
             .route("/api/generate", post(native::generate))
             .route("/api/chat", post(native::chat))
+            .route_layer(middleware::from_fn(observability::http::mark_route))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(self.body_limit));
+        let http_metrics = HttpMetrics::default();
         let auth = AuthState {
             token_hash: self
                 .api_token
@@ -163,6 +171,11 @@ impl RouterBuilder {
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
         };
         api.layer(middleware::from_fn_with_state(auth, require_token))
+            .layer(Extension(http_metrics.clone()))
+            .layer(middleware::from_fn_with_state(
+                http_metrics,
+                observability::http::observe,
+            ))
             .with_state(self.hub)
     }
 }
