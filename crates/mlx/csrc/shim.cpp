@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -27,6 +28,9 @@ struct mlxs_gguf {
   std::vector<array> tensors;
   std::vector<std::string> meta_keys;
   std::vector<mx::GGUFMetaData> meta;
+};
+struct mlxs_checkpointed {
+  std::function<std::vector<array>(const std::vector<array>&)> fn;
 };
 struct mlxs_compiled {
   std::function<std::vector<array>(const std::vector<array>&)> fn;
@@ -915,6 +919,27 @@ mlxs_compiled* mlxs_compile(mlxs_closure_fn fn, void* ctx, int shapeless) {
 }
 int mlxs_compiled_call(mlxs_compiled* f, const mlxs_vec* inputs, mlxs_vec* outputs) {
   return wrap_status([&] { outputs->v = f->fn(inputs->v); });
+}
+mlxs_checkpointed* mlxs_checkpoint(mlxs_closure_fn fn, void* ctx, void (*drop_ctx)(void*)) {
+  try {
+    // Every copy of the function (the graph's backward holds some) shares ownership.
+    std::shared_ptr<void> owned(ctx, drop_ctx);
+    auto inner = [fn, owned](const std::vector<array>& inputs) {
+      return closure(fn, owned.get())(inputs);
+    };
+    return new mlxs_checkpointed{mx::checkpoint(std::move(inner))};
+  } catch (const std::exception& e) {
+    set_error(e.what());
+  } catch (...) {
+    set_error("unknown C++ exception in MLX checkpoint");
+  }
+  return nullptr;
+}
+int mlxs_checkpointed_call(mlxs_checkpointed* f, const mlxs_vec* inputs, mlxs_vec* outputs) {
+  return wrap_status([&] { outputs->v = f->fn(inputs->v); });
+}
+void mlxs_checkpointed_free(mlxs_checkpointed* f) {
+  delete f;
 }
 void mlxs_compiled_free(mlxs_compiled* f) {
   if (f != nullptr) {

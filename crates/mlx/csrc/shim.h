@@ -17,6 +17,7 @@ typedef struct mlxs_vec mlxs_vec;           // a std::vector<array>
 typedef struct mlxs_strings mlxs_strings;   // a std::vector<std::string>
 typedef struct mlxs_compiled mlxs_compiled; // a compiled function
 typedef struct mlxs_gguf mlxs_gguf;         // a loaded GGUF file
+typedef struct mlxs_checkpointed mlxs_checkpointed; // a function recomputed in backward
 
 // A Rust closure: reads `inputs`, pushes its results to `outputs`; returns 0, or
 // nonzero after setting the message with mlxs_set_error.
@@ -152,6 +153,12 @@ mlxs_compiled* mlxs_compile(mlxs_closure_fn fn, void* ctx, int shapeless);
 int mlxs_compiled_call(mlxs_compiled* f, const mlxs_vec* inputs, mlxs_vec* outputs);
 void mlxs_compiled_free(mlxs_compiled* f);
 void mlxs_set_compile_enabled(int enabled);
+// mx::checkpoint of a Rust closure. MLX keeps the function in the graph (its backward
+// pass calls it again), so the shim owns `ctx` from here on and calls `drop_ctx(ctx)`
+// when the last copy goes (also when this call fails).
+mlxs_checkpointed* mlxs_checkpoint(mlxs_closure_fn fn, void* ctx, void (*drop_ctx)(void*));
+int mlxs_checkpointed_call(mlxs_checkpointed* f, const mlxs_vec* inputs, mlxs_vec* outputs);
+void mlxs_checkpointed_free(mlxs_checkpointed* f);
 
 // ----- io
 int mlxs_load_safetensors(const char* path, mlxs_strings* names, mlxs_vec* arrays, mlxs_strings* meta_keys, mlxs_strings* meta_values);

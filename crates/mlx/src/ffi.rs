@@ -20,6 +20,10 @@ pub struct mlxs_compiled {
     _private: [u8; 0],
 }
 #[repr(C)]
+pub struct mlxs_checkpointed {
+    _private: [u8; 0],
+}
+#[repr(C)]
 pub struct mlxs_gguf {
     _private: [u8; 0],
 }
@@ -268,6 +272,17 @@ unsafe extern "C" {
     ) -> c_int;
     pub fn mlxs_compiled_free(f: *mut mlxs_compiled);
     pub fn mlxs_set_compile_enabled(enabled: c_int);
+    pub fn mlxs_checkpoint(
+        f: mlxs_closure_fn,
+        ctx: *mut c_void,
+        drop_ctx: unsafe extern "C" fn(*mut c_void),
+    ) -> *mut mlxs_checkpointed;
+    pub fn mlxs_checkpointed_call(
+        f: *mut mlxs_checkpointed,
+        inputs: *const mlxs_vec,
+        outputs: *mut mlxs_vec,
+    ) -> c_int;
+    pub fn mlxs_checkpointed_free(f: *mut mlxs_checkpointed);
 
     pub fn mlxs_load_safetensors(
         path: *const c_char,

@@ -43,5 +43,6 @@ pub use ops::{
     Axes, Operand, addmm, arange, concatenate, eye, full, linspace, ones, stack, where_, zeros,
 };
 pub use transforms::{
-    Compiled, Params, compile, set_compile_enabled, value_and_grad, value_and_grad_vec, vjp,
+    Checkpointed, Compiled, Params, checkpoint, compile, set_compile_enabled, value_and_grad,
+    value_and_grad_vec, vjp,
 };

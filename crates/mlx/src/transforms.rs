@@ -1,4 +1,5 @@
-//! Function transformations over Rust closures: `value_and_grad`, `vjp`, `compile`.
+//! Function transformations over Rust closures: `value_and_grad`, `vjp`, `compile`,
+//! `checkpoint`.
 //!
 //! MLX calls our closures back from C++. A closure's `Err` or panic is parked in a
 //! thread-local, reported to MLX as a failure (MLX unwinds its own frames and our
@@ -43,6 +44,36 @@ where
 {
     // SAFETY: ctx is the `&mut F` passed by the caller, alive for the whole FFI call.
     let f = unsafe { &mut *(ctx as *mut F) };
+    unsafe { run_closure(f, inputs, outputs) }
+}
+
+/// [`trampoline`] for a closure the shim owns and may call from several copies of
+/// one MLX function (hence `Fn`, borrowed shared).
+unsafe extern "C" fn trampoline_shared<F>(
+    ctx: *mut c_void,
+    inputs: *const ffi::mlxs_vec,
+    outputs: *mut ffi::mlxs_vec,
+) -> c_int
+where
+    F: Fn(&[Array]) -> Result<Vec<Array>>,
+{
+    // SAFETY: ctx is the `Box<F>` given to `mlxs_checkpoint`, alive until `drop_boxed`.
+    let f = unsafe { &*(ctx as *const F) };
+    unsafe { run_closure(f, inputs, outputs) }
+}
+
+unsafe extern "C" fn drop_boxed<F>(ctx: *mut c_void) {
+    // SAFETY: ctx came from `Box::into_raw` in `checkpoint`; the shim drops it once.
+    drop(unsafe { Box::from_raw(ctx as *mut F) });
+}
+
+/// Runs `f` for MLX: its outputs go to `outputs`; an error or panic is parked in
+/// PENDING and reported to MLX as a failure.
+unsafe fn run_closure(
+    f: impl FnOnce(&[Array]) -> Result<Vec<Array>>,
+    inputs: *const ffi::mlxs_vec,
+    outputs: *mut ffi::mlxs_vec,
+) -> c_int {
     let result = catch_unwind(AssertUnwindSafe(|| {
         let inputs = read_vec(inputs)?;
         f(&inputs)
@@ -206,4 +237,46 @@ impl<F> Drop for Compiled<F> {
 /// Turns compilation on or off process-wide (off: compiled functions run eagerly).
 pub fn set_compile_enabled(enabled: bool) {
     unsafe { ffi::mlxs_set_compile_enabled(enabled as c_int) }
+}
+
+/// A function whose intermediate values are not kept for the backward pass: under a
+/// gradient transform MLX saves only its inputs and calls it again when computing
+/// gradients (mlx-lm's `grad_checkpoint`), trading compute for memory.
+///
+/// Gradients flow only to the function's *inputs*: pass trainable parameters as
+/// inputs, not captured. The closure is called again during backward, so it must be
+/// a pure function of its inputs (random draws inside are redrawn, as in MLX). MLX
+/// keeps the closure alive in the graph for as long as outputs need it, hence
+/// `'static` (capture owned array handles, which are cheap clones).
+pub struct Checkpointed {
+    raw: *mut ffi::mlxs_checkpointed,
+}
+
+/// Wraps `f` in MLX's checkpoint transform. See [`Checkpointed`].
+pub fn checkpoint<F>(f: F) -> Result<Checkpointed>
+where
+    F: Fn(&[Array]) -> Result<Vec<Array>> + 'static,
+{
+    let ctx = Box::into_raw(Box::new(f));
+    // The shim owns ctx from here on, and drops it even when this call fails.
+    let raw = unsafe { ffi::mlxs_checkpoint(trampoline_shared::<F>, ctx.cast(), drop_boxed::<F>) };
+    if raw.is_null() {
+        return Err(Error::last());
+    }
+    Ok(Checkpointed { raw })
+}
+
+impl Checkpointed {
+    pub fn call(&self, inputs: &[Array]) -> Result<Vec<Array>> {
+        let ins = RawVec::from_arrays(inputs);
+        let outs = RawVec::new();
+        check(unsafe { ffi::mlxs_checkpointed_call(self.raw, ins.0, outs.0) })?;
+        outs.to_arrays()
+    }
+}
+
+impl Drop for Checkpointed {
+    fn drop(&mut self) {
+        unsafe { ffi::mlxs_checkpointed_free(self.raw) }
+    }
 }

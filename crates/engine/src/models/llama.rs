@@ -290,6 +290,46 @@ impl Block {
         Ok(h.add(&r)?)
     }
 
+    /// [`Block::forward`] (no cache, causal) under MLX's checkpoint transform. The
+    /// block's trainable parameters are explicit inputs so their gradients flow; the
+    /// closure owns a clone of the block (array handles) because MLX calls it again
+    /// in the backward pass, after this returns.
+    fn forward_checkpointed(&self, x: &Array, ad: &Adapt<'_>) -> Result<Array> {
+        let prefix = format!("{}.", self.path);
+        let (names, trained): (Vec<String>, Vec<Array>) = ad
+            .params
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .unzip();
+        let block = self.clone();
+        let (lora_scale, dropout) = (ad.lora_scale, ad.dropout);
+        let run = mlx::checkpoint(move |xs: &[Array]| {
+            let params: Params = names.iter().cloned().zip(xs[1..].iter().cloned()).collect();
+            let ad = Adapt {
+                params: Some(&params),
+                lora_scale,
+                dropout,
+            };
+            let x = &xs[0];
+            let mask = if x.dim(1) > 1 {
+                AttentionMask::Causal
+            } else {
+                AttentionMask::None
+            };
+            let h = block
+                .forward(x, mask, None, &ad)
+                .map_err(|e| mlx::Error::Mlx(e.to_string()))?;
+            Ok(vec![h])
+        })?;
+        let mut inputs = Vec::with_capacity(trained.len() + 1);
+        inputs.push(x.clone());
+        inputs.extend(trained);
+        let mut out = run.call(&inputs)?;
+        Ok(out.remove(0))
+    }
+
     /// [`Block::forward`] for one decode position of `B` sequences.
     fn forward_rows(
         &self,
@@ -521,6 +561,18 @@ impl Llama {
     /// with trainable overrides (full weights, LoRA/DoRA adapters) from `adapt`.
     /// This is what training differentiates.
     pub fn forward_adapted(&self, tokens: &Array, adapt: &Adapt<'_>) -> Result<Array> {
+        self.forward_adapted_with(tokens, adapt, false)
+    }
+
+    /// [`Llama::forward_adapted`]; with `grad_checkpoint`, every block runs under
+    /// MLX's checkpoint transform (mlx-lm's `grad_checkpoint`): a gradient pass keeps
+    /// only the blocks' inputs and recomputes their insides, trading compute for memory.
+    pub fn forward_adapted_with(
+        &self,
+        tokens: &Array,
+        adapt: &Adapt<'_>,
+        grad_checkpoint: bool,
+    ) -> Result<Array> {
         if tokens.ndim() != 2 {
             return Err(ModelError::Invalid(format!(
                 "tokens must be [batch, length], got shape {:?}",
@@ -539,7 +591,11 @@ impl Llama {
             AttentionMask::None
         };
         for layer in &self.layers {
-            h = layer.forward(&h, mask, None, adapt)?;
+            h = if grad_checkpoint {
+                layer.forward_checkpointed(&h, adapt)?
+            } else {
+                layer.forward(&h, mask, None, adapt)?
+            };
         }
         let h = self.norm.forward_adapted(&h, "model.norm", adapt)?;
         match (&self.lm_head, embed) {

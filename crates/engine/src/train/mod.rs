@@ -23,7 +23,7 @@ pub use optim::{Optimizer, OptimizerKind, Schedule};
 pub use scratch::{llama_from_config_random, random_weights};
 pub use trainer::{
     GradOptions, TrainConfig, TrainEvent, TrainOutcome, clip_grad_norm, default_loss, evaluate,
-    train, train_with,
+    train, train_with, training_loss,
 };
 
 /// Everything that can go wrong preparing or running a training job.

@@ -242,6 +242,8 @@ fn engine_config(
         resume: None,
         extra_config: extra,
         compile: true,
+        // admission budgeted memory for it
+        grad_checkpoint: t.grad_checkpoint,
         ..engine::train::TrainConfig::default()
     })
 }
