@@ -95,7 +95,12 @@ fn assert_same(want: &[SampledToken], got: &[SampledToken], what: &str) {
             g.logprob
         );
         for (a, b) in w.top_logprobs.iter().zip(&g.top_logprobs) {
-            assert!((a.1 - b.1).abs() < 1e-4, "{what}: top logprob {} vs {}", a.1, b.1);
+            assert!(
+                (a.1 - b.1).abs() < 1e-4,
+                "{what}: top logprob {} vs {}",
+                a.1,
+                b.1
+            );
         }
     }
 }
