@@ -14,7 +14,7 @@ use engine::train::data::load_split;
 use engine::train::{DataFormat, DataOptions, FineTuneType, NumpyRng, evaluate, load_adapters};
 use tokio::sync::watch;
 
-use super::train_job::{ADAPTER_FORMAT, Control, Failure, fail, keep_lease, materialise};
+use super::train_job::{ADAPTER_FORMAT, Control, Failure, fail, materialise};
 use super::{JobOutcome, Worker};
 use crate::artifacts::ArtifactStore;
 use crate::store::{Job, JobState, MetricPoint, ModelVersion, NewRun, RunStatus};
@@ -36,28 +36,10 @@ pub(super) async fn run(
     shutdown: Option<watch::Receiver<bool>>,
 ) -> JobOutcome {
     let ctl = Control::default();
-    let keeper = tokio::spawn(keep_lease(w.clone(), job.id, ctl.clone()));
-    let watcher = shutdown.map(|mut rx| {
-        let ctl = ctl.clone();
-        tokio::spawn(async move {
-            loop {
-                if *rx.borrow() {
-                    ctl.released.store(true, Ordering::SeqCst);
-                    ctl.cancel.store(true, Ordering::SeqCst);
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-    });
+    let guards = ctl.guard(w, job.id, shutdown);
     let mut out = JobOutcome::new(job.id);
     let result = attempt(w, &job, &ctl, &mut out).await;
-    keeper.abort();
-    if let Some(h) = watcher {
-        h.abort();
-    }
+    guards.stop();
     let lost = ctl.lease_lost.load(Ordering::SeqCst);
     let (written, status) = match result {
         Ok(_) if !lost => (

@@ -57,34 +57,59 @@ pub(super) struct Control {
     pub(super) released: Arc<AtomicBool>,
 }
 
+/// The tasks that watch over one running job: its lease keeper, and the worker's
+/// shutdown signal turned into a release of the job.
+pub(super) struct Guards {
+    keeper: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Guards {
+    pub(super) fn stop(self) {
+        self.keeper.abort();
+        if let Some(h) = self.watcher {
+            h.abort();
+        }
+    }
+}
+
+impl Control {
+    pub(super) fn guard(
+        &self,
+        w: &Worker,
+        job_id: i64,
+        shutdown: Option<watch::Receiver<bool>>,
+    ) -> Guards {
+        let keeper = tokio::spawn(keep_lease(w.clone(), job_id, self.clone()));
+        let watcher = shutdown.map(|mut rx| {
+            let ctl = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    if *rx.borrow() {
+                        ctl.released.store(true, Ordering::SeqCst);
+                        ctl.cancel.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        });
+        Guards { keeper, watcher }
+    }
+}
+
 pub(super) async fn run(
     w: &Worker,
     job: Job,
     shutdown: Option<watch::Receiver<bool>>,
 ) -> JobOutcome {
     let ctl = Control::default();
-    let keeper = tokio::spawn(keep_lease(w.clone(), job.id, ctl.clone()));
-    let watcher = shutdown.map(|mut rx| {
-        let ctl = ctl.clone();
-        tokio::spawn(async move {
-            loop {
-                if *rx.borrow() {
-                    ctl.released.store(true, Ordering::SeqCst);
-                    ctl.cancel.store(true, Ordering::SeqCst);
-                    return;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-    });
+    let guards = ctl.guard(w, job.id, shutdown);
     let mut out = JobOutcome::new(job.id);
     let result = attempt(w, &job, &ctl, &mut out).await;
-    keeper.abort();
-    if let Some(h) = watcher {
-        h.abort();
-    }
+    guards.stop();
     finish(w, &job, &ctl, result, &mut out).await;
     out
 }
