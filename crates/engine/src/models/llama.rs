@@ -116,13 +116,8 @@ impl Attention {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Array,
-        mask: AttentionMask<'_>,
-        cache: Option<&mut KvCache>,
-        ad: &Adapt<'_>,
-    ) -> Result<Array> {
+    /// Queries, keys and values `[B, H, L, Dh]` of `x` `[B, L, D]` (q/k norms applied).
+    fn project_qkv(&self, x: &Array, ad: &Adapt<'_>) -> Result<(Array, Array, Array)> {
         let p = &self.path;
         let s = x.shape();
         let (b, l) = (s[0], s[1]);
@@ -145,6 +140,20 @@ impl Attention {
             self.k_norm.as_ref().map(|n| (n, "k_norm")),
         )?;
         let values = heads(lin(&self.v_proj, "v_proj")?, self.n_kv_heads, None)?;
+        Ok((queries, keys, values))
+    }
+
+    fn forward(
+        &self,
+        x: &Array,
+        mask: AttentionMask<'_>,
+        cache: Option<&mut KvCache>,
+        ad: &Adapt<'_>,
+    ) -> Result<Array> {
+        let p = &self.path;
+        let s = x.shape();
+        let (b, l) = (s[0], s[1]);
+        let (queries, keys, values) = self.project_qkv(x, ad)?;
 
         let offset = cache.as_ref().map_or(0, |c| c.offset());
         let queries = self.rope.forward(&queries, offset)?;
@@ -174,25 +183,7 @@ impl Attention {
         let p = &self.path;
         let s = x.shape();
         let (b, l) = (s[0], s[1]);
-        let heads = |y: Array, n: i32, norm: Option<(&RmsNorm, &str)>| -> Result<Array> {
-            let mut y = y.reshape(&[b, l, n, -1])?;
-            if let Some((norm, name)) = norm {
-                y = norm.forward_adapted(&y, &format!("{p}.{name}"), ad)?;
-            }
-            Ok(y.transpose(&[0, 2, 1, 3])?)
-        };
-        let lin = |layer: &Linear, name: &str| layer.forward_adapted(x, &format!("{p}.{name}"), ad);
-        let queries = heads(
-            lin(&self.q_proj, "q_proj")?,
-            self.n_heads,
-            self.q_norm.as_ref().map(|n| (n, "q_norm")),
-        )?;
-        let keys = heads(
-            lin(&self.k_proj, "k_proj")?,
-            self.n_kv_heads,
-            self.k_norm.as_ref().map(|n| (n, "k_norm")),
-        )?;
-        let values = heads(lin(&self.v_proj, "v_proj")?, self.n_kv_heads, None)?;
+        let (queries, keys, values) = self.project_qkv(x, ad)?;
         let mut outs = Vec::with_capacity(b as usize);
         for (i, cache) in caches.iter_mut().enumerate() {
             let i = i as i32;
