@@ -56,9 +56,13 @@ fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
-/// A stand-in for git's blob id (not checked by the client, only used as a name).
+/// Git's blob id, the ETag the Hub gives files outside LFS.
 fn git_etag(b: &[u8]) -> String {
-    sha256_hex(b)[..40].to_string()
+    use sha1::Digest as _;
+    let mut h = sha1::Sha1::new();
+    sha1::Digest::update(&mut h, format!("blob {}\0", b.len()).as_bytes());
+    sha1::Digest::update(&mut h, b);
+    hex::encode(h.finalize())
 }
 
 impl FakeHub {
@@ -188,7 +192,11 @@ async fn resolve(
     if method == Method::HEAD {
         return (StatusCode::OK, h).into_response();
     }
-    (StatusCode::OK, h, f.content.clone()).into_response()
+    let mut content = f.content.clone();
+    if s.behaviour.lock().unwrap().corrupt.contains(&path) {
+        content[0] ^= 0x55;
+    }
+    (StatusCode::OK, h, content).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -651,6 +659,61 @@ async fn corrupted_blob_is_refused() {
     assert!(!blobs.join(&sha).exists());
     assert!(!blobs.join(format!("{sha}.incomplete")).exists());
     assert!(f.hub().store.get_model_by_name("tiny").await.is_err());
+
+    // a small file outside LFS is checked against its git blob id
+    // (from an empty cache: the first pull kept the small files it had)
+    std::fs::remove_dir_all(&blobs).unwrap();
+    {
+        let mut b = f.fake.behaviour.lock().unwrap();
+        b.corrupt.clear();
+        b.corrupt.insert("config.json".into());
+    }
+    let e = hf_err(
+        f.hub()
+            .pull_model(&req("test-org/tiny"), f.settings(), None)
+            .await
+            .unwrap_err(),
+    );
+    assert!(matches!(e, HfError::Checksum { .. }), "{e}");
+    assert!(e.to_string().contains("config.json"), "{e}");
+    let git_id = git_etag(&std::fs::read(f.model_dir.join("config.json")).unwrap());
+    assert!(!blobs.join(&git_id).exists());
+    assert!(f.hub().store.get_model_by_name("tiny").await.is_err());
+}
+
+/// Two pulls of one repo at once (as two processes would) take turns per
+/// blob: each file is downloaded once, and both register their model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_pulls_download_each_blob_once() {
+    let Some(f) = fixture("simultaneous_pulls_download_each_blob_once").await else {
+        return;
+    };
+    let first = req("test-org/tiny");
+    let mut other = req("test-org/tiny");
+    other.name = Some("tiny-twin".into());
+    let (a, b) = tokio::join!(
+        f.hub().pull_model(&first, f.settings(), None),
+        f.hub().pull_model(&other, f.settings(), None),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.snapshot.commit, b.snapshot.commit);
+    let gets: Vec<String> = f
+        .fake
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("GET /cdn/") || l.starts_with("GET /test-org/tiny/resolve/"))
+        .cloned()
+        .collect();
+    let unique: HashSet<&String> = gets.iter().collect();
+    assert_eq!(
+        gets.len(),
+        unique.len(),
+        "a blob was downloaded twice: {gets:#?}"
+    );
+    let locks = f.cache.path().join(".locks/models--test-org--tiny");
+    assert!(locks.is_dir(), "huggingface_hub's lock folder is used");
 }
 
 /// 404, 401 (gated, with and without token), unknown revision, not loadable,

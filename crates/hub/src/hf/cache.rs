@@ -5,7 +5,12 @@
 //! <cache>/models--org--name/blobs/<etag>.incomplete a download in progress (resumed with Range)
 //! <cache>/models--org--name/refs/<revision>         the commit a branch or tag pointed to
 //! <cache>/models--org--name/snapshots/<commit>/<path> -> ../../blobs/<etag>
+//! <cache>/.locks/models--org--name/<etag>.lock     held while a blob is fetched
 //! ```
+//!
+//! The lock files are `huggingface_hub`'s too (it takes them with `flock`, as
+//! `std::fs::File::lock` does on Unix), so a pull here and an mlx-lm download
+//! of the same blob wait for each other instead of writing one `.incomplete`.
 
 use std::fs;
 use std::io::Write;
@@ -19,13 +24,31 @@ use super::{HfError, HfResult};
 #[derive(Debug, Clone)]
 pub struct HfCache {
     pub repo_dir: PathBuf,
+    locks_dir: PathBuf,
 }
 
 impl HfCache {
     pub fn new(cache_dir: &Path, repo: &str) -> HfCache {
+        let folder = format!("models--{}", repo.replace('/', "--"));
         HfCache {
-            repo_dir: cache_dir.join(format!("models--{}", repo.replace('/', "--"))),
+            repo_dir: cache_dir.join(&folder),
+            locks_dir: cache_dir.join(".locks").join(folder),
         }
+    }
+
+    /// Takes the blob's exclusive lock, waiting for another process (or
+    /// task) that holds it; released when the returned file is dropped.
+    pub fn lock_blob(&self, etag: &str) -> HfResult<fs::File> {
+        fs::create_dir_all(&self.locks_dir).map_err(|e| HfError::io(&self.locks_dir, e))?;
+        let path = self.locks_dir.join(format!("{etag}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| HfError::io(&path, e))?;
+        file.lock().map_err(|e| HfError::io(&path, e))?;
+        Ok(file)
     }
 
     pub fn blob(&self, etag: &str) -> PathBuf {

@@ -593,6 +593,15 @@ impl<'a> Ctx<'a> {
     /// Makes `snapshots/<commit>/<path>` point at a complete, checked blob;
     /// returns the file and the bytes downloaded.
     async fn fetch(&self, commit: &str, head: Head) -> HfResult<(SnapshotFile, u64)> {
+        // One writer per blob across tasks and processes: the second waits,
+        // then finds the blob complete and reuses it.
+        let cache = self.cache.clone();
+        let etag = head.etag.clone();
+        let _lock = tokio::task::spawn_blocking(move || cache.lock_blob(&etag))
+            .await
+            .map_err(|e| {
+                HfError::io(&self.cache.repo_dir, std::io::Error::other(e.to_string()))
+            })??;
         let blob = self.cache.blob(&head.etag);
         let existing = tokio::fs::metadata(&blob).await.ok();
         let reusable = existing
@@ -824,8 +833,9 @@ impl<'a> Ctx<'a> {
         Ok(n)
     }
 
-    /// Size against the Hub's, and sha256 against the ETag of LFS files
-    /// (their ETag is the content's sha256). A mismatch discards the file.
+    /// Size against the Hub's, then the content against the ETag: the
+    /// sha256 of LFS files, git's blob sha1 of the others. A mismatch
+    /// discards the file.
     async fn verify(&self, head: &Head, part: &Path) -> HfResult<()> {
         let len = tokio::fs::metadata(part)
             .await
@@ -841,12 +851,14 @@ impl<'a> Ctx<'a> {
                 got: format!("{len} bytes"),
             });
         }
-        let is_sha256 = head.etag.len() == 64 && head.etag.bytes().all(|b| b.is_ascii_hexdigit());
-        if !is_sha256 {
-            return Ok(());
-        }
+        let hex_len = head.etag.bytes().all(|b| b.is_ascii_hexdigit()) as usize * head.etag.len();
+        let digest: fn(&Path) -> std::io::Result<String> = match hex_len {
+            64 => sha256_of,
+            40 => git_blob_sha1_of,
+            _ => return Ok(()), // an ETag that names no content hash (a mirror's)
+        };
         let p = part.to_path_buf();
-        let got = tokio::task::spawn_blocking(move || sha256_of(&p))
+        let got = tokio::task::spawn_blocking(move || digest(&p))
             .await
             .map_err(|e| HfError::io(part, std::io::Error::other(e.to_string())))?
             .map_err(|e| HfError::io(part, e))?;
@@ -872,6 +884,26 @@ fn sha256_of(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Git's object id of the file as a blob: sha1 of `blob <len>\0` + content,
+/// the ETag the Hub gives files not stored in LFS.
+fn git_blob_sha1_of(path: &Path) -> std::io::Result<String> {
+    use sha1::{Digest as _, Sha1};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut h = Sha1::new();
+    h.update(format!("blob {len}\0").as_bytes());
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
