@@ -12,12 +12,15 @@
 //! spans are exported, the OpenTelemetry `trace_id` and `span_id` (hex) of the
 //! current span, so log lines and traces join.
 
+use std::fmt::Write as _;
+
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
 use tracing::span::{Attributes, Id};
 use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -83,10 +86,18 @@ pub fn otlp_configured() -> bool {
 /// Installs the global subscriber. Call it outside any tokio runtime (the
 /// OTLP client is a blocking one, running on the exporter's own thread).
 pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
+    init_with_writer(format, BoxMakeWriter::new(std::io::stderr))
+}
+
+/// [`init`] with the log lines going to `writer` (tests read them back).
+pub fn init_with_writer(
+    format: LogFormat,
+    writer: BoxMakeWriter,
+) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
@@ -96,7 +107,7 @@ pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
                     .with_current_span(true)
                     .with_span_list(false),
             ))
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .and_then(RequestIds)
             .boxed(),
     };

@@ -390,6 +390,8 @@ async fn attempt(
                     .unwrap_or_default();
                 Err(fail(format!("the trainer panicked: {msg}")))
             });
+            // the job's gauges go before its end is reported
+            drop(observer);
             drop(tx);
             let _ = done_tx.send(r);
         })
