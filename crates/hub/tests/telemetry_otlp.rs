@@ -149,6 +149,29 @@ impl Received {
     }
 }
 
+/// `name (duration) key=value …` without the code/thread attributes.
+fn summary(span: &Span) -> String {
+    let ms = (span.end_time_unix_nano - span.start_time_unix_nano) as f64 / 1e6;
+    let attrs: Vec<String> = span
+        .attributes
+        .iter()
+        .filter(|kv| {
+            !(kv.key.starts_with("code.") || kv.key.starts_with("thread.") || kv.key == "target")
+        })
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(AnyValue::StringValue(s)) => format!("{s:?}"),
+                Some(AnyValue::IntValue(i)) => i.to_string(),
+                Some(AnyValue::DoubleValue(d)) => format!("{d:.4}"),
+                Some(AnyValue::BoolValue(b)) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("{}={v}", kv.key)
+        })
+        .collect();
+    format!("{} ({ms:.1} ms) {}", span.name, attrs.join(" "))
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -327,8 +350,10 @@ fn traces_and_logs_of_requests() {
         let generate = got
             .wait_for("generate", |s| s.name == "generate" && s.parent_span_id == http.span_id)
             .await;
-        eprintln!("chat request span: {http:#?}");
-        eprintln!("model.load: {load:#?}\ngenerate: {generate:#?}");
+        eprintln!("the chat request's spans:");
+        for (depth, span) in [(0, &http), (1, &load), (1, &generate)] {
+            eprintln!("{}{}", "  ".repeat(depth), summary(span));
+        }
         assert_eq!(http.name, "POST /v1/chat/completions");
         assert_eq!(http.kind, SpanKind::Server as i32);
         assert_eq!(hex(&http.trace_id), caller_trace, "continues the caller's trace");

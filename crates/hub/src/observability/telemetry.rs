@@ -12,8 +12,6 @@
 //! spans are exported, the OpenTelemetry `trace_id` and `span_id` (hex) of the
 //! current span, so log lines and traces join.
 
-use std::fmt::Write as _;
-
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
