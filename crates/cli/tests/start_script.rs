@@ -106,7 +106,10 @@ fn start_script_runs_the_hub_and_prometheus() {
             script.0.try_wait().unwrap().is_none(),
             "start.sh exited early"
         );
-        assert!(t0.elapsed() < Duration::from_secs(60), "the hub never answered");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the hub never answered"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(health["status"], "ok", "{health}");
@@ -114,9 +117,11 @@ fn start_script_runs_the_hub_and_prometheus() {
         "http://127.0.0.1:{prom_port}/api/v1/query?query=mlx_hub_build_info%7Bjob%3D%22mlx-hub%22%7D"
     );
     let value = loop {
-        if let Some(v) = get_json(&query)
-            .and_then(|b| b["data"]["result"][0]["value"][1].as_str().map(str::to_owned))
-        {
+        if let Some(v) = get_json(&query).and_then(|b| {
+            b["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_owned)
+        }) {
             break v;
         }
         assert!(
@@ -126,7 +131,10 @@ fn start_script_runs_the_hub_and_prometheus() {
         std::thread::sleep(Duration::from_millis(250));
     };
     assert_eq!(value, "1");
-    eprintln!("hub and prometheus up and scraping after {:.1?}", t0.elapsed());
+    eprintln!(
+        "hub and prometheus up and scraping after {:.1?}",
+        t0.elapsed()
+    );
 
     script.terminate();
     let t1 = Instant::now();
@@ -134,7 +142,10 @@ fn start_script_runs_the_hub_and_prometheus() {
         if let Some(s) = script.0.try_wait().unwrap() {
             break s;
         }
-        assert!(t1.elapsed() < Duration::from_secs(30), "start.sh did not stop");
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "start.sh did not stop"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status:?}");

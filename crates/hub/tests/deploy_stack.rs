@@ -79,9 +79,33 @@ fn dashboard_queries(dashboard: &Value) -> Vec<String> {
 /// Metric names in a PromQL expression: identifiers that are not functions,
 /// keywords, label names or inside strings, ranges or label matchers.
 fn metric_names(expr: &str) -> BTreeSet<String> {
-    const KEYWORDS: [&str; 13] = [
-        "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-        "unless", "offset", "inf", "nan",
+    // keywords, and the aggregation operators (they may precede `by (…)`, not `(`)
+    const KEYWORDS: [&str; 25] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "and",
+        "or",
+        "unless",
+        "offset",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = BTreeSet::new();
@@ -118,15 +142,24 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
                 after_grouping = false;
                 i += 1;
             }
-            c if c.is_ascii_digit() || (c == '.' && i + 1 < chars.len() && chars[i + 1].is_ascii_digit()) => {
+            c if c.is_ascii_digit()
+                || (c == '.' && i + 1 < chars.len() && chars[i + 1].is_ascii_digit()) =>
+            {
                 // a number, with its exponent
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.' || ((chars[i] == '-' || chars[i] == '+') && matches!(chars[i - 1], 'e' | 'E'))) {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric()
+                        || chars[i] == '.'
+                        || ((chars[i] == '-' || chars[i] == '+')
+                            && matches!(chars[i - 1], 'e' | 'E')))
+                {
                     i += 1;
                 }
             }
             c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+                {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
@@ -151,7 +184,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 #[test]
 fn promql_metric_names_are_found() {
     let got = metric_names(
-        r#"histogram_quantile(0.95, sum by (le, route) (rate(mlx_hub:ttft_seconds_bucket{job="x",route=~"a|b"}[1m]))) / clamp_min(sum(up), 1e-9) > bool 2"#,
+        r#"histogram_quantile(0.95, sum by (le, route) (rate(mlx_hub:ttft_seconds_bucket{job="x",route=~"a|b"}[1m]))) / clamp_min(sum without (a) (up), 1e-9) > bool 2"#,
     );
     assert_eq!(
         got.into_iter().collect::<Vec<_>>(),
@@ -186,9 +219,15 @@ fn compose_prometheus_and_grafana_files_agree() {
     let hub = &compose["services"]["hub"];
     let context = dir.join(s(hub, &["build", "context"]));
     assert!(context.join(s(hub, &["build", "dockerfile"])).is_file());
-    assert!(context.join("Cargo.toml").is_file(), "context is the repository root");
+    assert!(
+        context.join("Cargo.toml").is_file(),
+        "context is the repository root"
+    );
     let db = s(hub, &["environment", "MLX_HUB_DATABASE_URL"]);
-    let pg_db = s(&compose, &["services", "postgres", "environment", "POSTGRES_DB"]);
+    let pg_db = s(
+        &compose,
+        &["services", "postgres", "environment", "POSTGRES_DB"],
+    );
     assert!(
         db.starts_with("postgres://") && db.contains("@postgres:5432/") && db.ends_with(pg_db),
         "{db}"
@@ -206,8 +245,13 @@ fn compose_prometheus_and_grafana_files_agree() {
     // listening beyond loopback needs a token: a secret, shared with Prometheus
     assert_eq!(s(hub, &["environment", "MLX_HUB_HOST"]), "0.0.0.0");
     let token_file = s(hub, &["environment", "MLX_HUB_API_TOKEN_FILE"]);
-    let secret = token_file.strip_prefix("/run/secrets/").expect("a compose secret");
-    assert!(compose["secrets"][secret].is_mapping(), "secret {secret} declared");
+    let secret = token_file
+        .strip_prefix("/run/secrets/")
+        .expect("a compose secret");
+    assert!(
+        compose["secrets"][secret].is_mapping(),
+        "secret {secret} declared"
+    );
     for svc in ["hub", "prometheus"] {
         assert!(
             compose["services"][svc]["secrets"]
@@ -237,14 +281,21 @@ fn compose_prometheus_and_grafana_files_agree() {
         .iter()
         .filter_map(|v| v.as_str())
         .any(|v| v.starts_with("./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml"));
-    assert!(mounted, "prometheus mounts deploy/prometheus/prometheus.yml");
+    assert!(
+        mounted,
+        "prometheus mounts deploy/prometheus/prometheus.yml"
+    );
     if promtool() {
         let out = Command::new("promtool")
             .args(["check", "config", "--syntax-only"])
             .arg(&prom_path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     // Grafana: the datasource the panels name, the folder the dashboards are mounted at
@@ -265,9 +316,10 @@ fn compose_prometheus_and_grafana_files_agree() {
         "{grafana_mounts:?}"
     );
     assert!(grafana_mounts.contains(&"./grafana/provisioning:/etc/grafana/provisioning:ro"));
-    let dashboard: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("grafana/dashboards/mlx-hub.json")).unwrap())
-            .unwrap();
+    let dashboard: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("grafana/dashboards/mlx-hub.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(dashboard["uid"], "mlx-hub");
     let mut panels = 0;
     for p in dashboard["panels"].as_array().unwrap() {
@@ -275,8 +327,17 @@ fn compose_prometheus_and_grafana_files_agree() {
             continue;
         }
         panels += 1;
-        assert_eq!(p["datasource"]["uid"].as_str(), Some(s(ds, &["uid"])), "{}", p["title"]);
-        assert!(p["description"].as_str().is_some_and(|d| !d.is_empty()), "{}", p["title"]);
+        assert_eq!(
+            p["datasource"]["uid"].as_str(),
+            Some(s(ds, &["uid"])),
+            "{}",
+            p["title"]
+        );
+        assert!(
+            p["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{}",
+            p["title"]
+        );
     }
     assert!(panels >= 20, "{panels} panels");
 
@@ -354,7 +415,11 @@ async fn dashboard_metrics_exist_in_a_real_scrape() {
     std::fs::create_dir_all(&data).unwrap();
     let rows = |n: usize| {
         (0..n)
-            .map(|i| json!({"text": format!("row {i}: the river crosses the stone {i} times.")}).to_string() + "\n")
+            .map(|i| {
+                json!({"text": format!("row {i}: the river crosses the stone {i} times.")})
+                    .to_string()
+                    + "\n"
+            })
             .collect::<String>()
     };
     std::fs::write(data.join("train.jsonl"), rows(16)).unwrap();
@@ -409,7 +474,11 @@ async fn dashboard_metrics_exist_in_a_real_scrape() {
         .unwrap();
     assert_eq!(r.status(), 200);
     r.text().await.unwrap();
-    let r = http.get(format!("{base}/api/models/none")).send().await.unwrap();
+    let r = http
+        .get(format!("{base}/api/models/none"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     // a training job that runs until cancelled: its gauges while it runs
@@ -461,10 +530,16 @@ async fn dashboard_metrics_exist_in_a_real_scrape() {
     assert!(sample(&running, "mlx_hub_training_steps_total").unwrap() >= 3.0);
     assert!(sample(&running, "mlx_hub_training_step_duration_seconds_count").unwrap() >= 3.0);
     assert_eq!(
-        sample(&running, r#"mlx_hub_job_queue_wait_seconds_count{kind="train"}"#),
+        sample(
+            &running,
+            r#"mlx_hub_job_queue_wait_seconds_count{kind="train"}"#
+        ),
         Some(1.0)
     );
-    assert_eq!(sample(&running, r#"mlx_hub_jobs{state="running"}"#), Some(1.0));
+    assert_eq!(
+        sample(&running, r#"mlx_hub_jobs{state="running"}"#),
+        Some(1.0)
+    );
 
     let r = http
         .post(format!("{base}/api/jobs/{job_id}/cancel"))
@@ -476,17 +551,34 @@ async fn dashboard_metrics_exist_in_a_real_scrape() {
     let ended = loop {
         let text = scrape().await;
         seen.extend(sample_names(&text));
-        if sample(&text, r#"mlx_hub_jobs_finished_total{kind="train",state="cancelled"}"#) == Some(1.0) {
+        if sample(
+            &text,
+            r#"mlx_hub_jobs_finished_total{kind="train",state="cancelled"}"#,
+        ) == Some(1.0)
+        {
             break text;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not end: {text}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the job did not end: {text}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(sample(&ended, &gauge("mlx_hub_training_loss")), None, "removed at the end");
-    assert_eq!(sample(&ended, r#"mlx_hub_jobs{state="cancelled"}"#), Some(1.0));
+    assert_eq!(
+        sample(&ended, &gauge("mlx_hub_training_loss")),
+        None,
+        "removed at the end"
+    );
+    assert_eq!(
+        sample(&ended, r#"mlx_hub_jobs{state="cancelled"}"#),
+        Some(1.0)
+    );
     assert!(sample(&ended, "mlx_hub:generation_tokens_total").unwrap() >= 2.0);
     assert_eq!(
-        sample(&ended, r#"mlx_hub_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}"#),
+        sample(
+            &ended,
+            r#"mlx_hub_http_requests_total{method="POST",route="/v1/chat/completions",status="200"}"#
+        ),
         Some(2.0)
     );
 

@@ -310,9 +310,8 @@ fn traces_and_logs_of_requests() {
         assert!(String::from_utf8_lossy(&bytes).ends_with("data: [DONE]\n\n"));
 
         telemetry.flush();
-        let by_request = |id: &'static str| {
-            move |s: &Span| str_attr(s, "request_id").as_deref() == Some(id)
-        };
+        let by_request =
+            |id: &'static str| move |s: &Span| str_attr(s, "request_id").as_deref() == Some(id);
 
         // the 404s
         let s404 = got.wait_for("trace-me-1", by_request("trace-me-1")).await;
@@ -345,10 +344,14 @@ fn traces_and_logs_of_requests() {
         // the chat request's tree
         let http = got.wait_for("chat-1", by_request("chat-1")).await;
         let load = got
-            .wait_for("model.load", |s| s.name == "model.load" && s.parent_span_id == http.span_id)
+            .wait_for("model.load", |s| {
+                s.name == "model.load" && s.parent_span_id == http.span_id
+            })
             .await;
         let generate = got
-            .wait_for("generate", |s| s.name == "generate" && s.parent_span_id == http.span_id)
+            .wait_for("generate", |s| {
+                s.name == "generate" && s.parent_span_id == http.span_id
+            })
             .await;
         eprintln!("the chat request's spans:");
         for (depth, span) in [(0, &http), (1, &load), (1, &generate)] {
@@ -356,12 +359,32 @@ fn traces_and_logs_of_requests() {
         }
         assert_eq!(http.name, "POST /v1/chat/completions");
         assert_eq!(http.kind, SpanKind::Server as i32);
-        assert_eq!(hex(&http.trace_id), caller_trace, "continues the caller's trace");
-        assert_eq!(hex(&http.parent_span_id), caller_span, "under the caller's span");
-        assert_eq!(hex(&http.span_id), tp[2], "the traceparent returned names this span");
+        assert_eq!(
+            hex(&http.trace_id),
+            caller_trace,
+            "continues the caller's trace"
+        );
+        assert_eq!(
+            hex(&http.parent_span_id),
+            caller_span,
+            "under the caller's span"
+        );
+        assert_eq!(
+            hex(&http.span_id),
+            tp[2],
+            "the traceparent returned names this span"
+        );
         assert_eq!(int_attr(&http, "http.response.status_code"), Some(200));
-        let children: Vec<&str> = got.children(&http).iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(children, ["model.load", "generate"], "the request's children");
+        let children: Vec<&str> = got
+            .children(&http)
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            children,
+            ["model.load", "generate"],
+            "the request's children"
+        );
 
         assert_eq!(load.trace_id, http.trace_id);
         assert_eq!(str_attr(&load, "model").as_deref(), Some("tiny:1"));
@@ -390,7 +413,10 @@ fn traces_and_logs_of_requests() {
         let ttft = f64_attr(&generate, "ttft_seconds").expect("ttft_seconds");
         let generate_secs =
             (generate.end_time_unix_nano - generate.start_time_unix_nano) as f64 / 1e9;
-        assert!(ttft > 0.0 && ttft <= generate_secs, "ttft {ttft} of {generate_secs} s");
+        assert!(
+            ttft > 0.0 && ttft <= generate_secs,
+            "ttft {ttft} of {generate_secs} s"
+        );
         assert!(f64_attr(&generate, "queue_seconds").is_some());
         assert!(generate.start_time_unix_nano >= http.start_time_unix_nano);
         assert!(generate.end_time_unix_nano <= http.end_time_unix_nano);

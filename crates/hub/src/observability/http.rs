@@ -185,8 +185,7 @@ fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     if span.is_disabled() || !headers.contains_key("traceparent") {
         return;
     }
-    let cx = TraceContextPropagator::new()
-        .extract(&opentelemetry_http::HeaderExtractor(headers));
+    let cx = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
     if cx.span().span_context().is_valid() {
         // fails only when no OpenTelemetry layer is installed
         let _ = span.set_parent(cx);

@@ -286,7 +286,9 @@ impl TrainingObserver {
                 let peak_bytes = peak_memory_gb * 1e9;
                 let l = &self.labels;
                 m.loss.get_or_create(l).set(f64::from(*train_loss));
-                m.learning_rate.get_or_create(l).set(f64::from(*learning_rate));
+                m.learning_rate
+                    .get_or_create(l)
+                    .set(f64::from(*learning_rate));
                 m.tokens_per_second.get_or_create(l).set(*tokens_per_second);
                 m.peak_memory.get_or_create(l).set(peak_bytes);
                 m.step.get_or_create(l).set(*iteration as f64);

@@ -751,8 +751,7 @@ impl Pool {
             adapter_dir,
             metrics: self.inner.metrics.clone(),
         };
-        let worker =
-            worker::Worker::spawn(label, v.id, dir, settings, keep, span.clone()).await?;
+        let worker = worker::Worker::spawn(label, v.id, dir, settings, keep, span.clone()).await?;
         // another load may have happened meanwhile only through this lock
         let mut map = self.inner.loaded.lock().expect("pool lock");
         worker.acquire();
