@@ -18,8 +18,9 @@ const LONG_VERSION: &str = concat!(
 #[command(name = "mlx-hub", version = LONG_VERSION, about = "Register, fine-tune, track and serve MLX models")]
 struct Cli {
     /// Log lines on stderr as text or JSON (one object per line, with the
-    /// request span's fields). Applies to `serve` and `worker`; spans are also
-    /// exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    /// current span's fields, the request id, and the trace and span ids while
+    /// spans are exported). Applies to `serve` and `worker`; spans are exported
+    /// over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]

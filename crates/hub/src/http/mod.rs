@@ -35,7 +35,8 @@
 //! | `/api/generate`, `/api/chat` | POST — hub-native, NDJSON streams (see `native`) |
 //!
 //! Every response carries `x-request-id` (the client's, if it sent a valid
-//! one, else a new id); each request runs in a `http.request` tracing span.
+//! one, else a new id); each request runs in a tracing span named after its
+//! route, continuing the caller's `traceparent` (see `crate::observability::http`).
 //!
 //! Model names may contain `/`: send it percent-encoded (`org%2Fname`).
 

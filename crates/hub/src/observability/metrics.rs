@@ -4,6 +4,8 @@
 //! - the HTTP request counter and duration histogram ([`HttpMetrics`]);
 //! - the serving pool's snapshot (vLLM's names: `mlx_hub:time_to_first_token_seconds`, …);
 //! - jobs by state and registry counts (a few `COUNT(*)` queries);
+//! - training: step durations, queue wait, per-running-job loss, learning
+//!   rate, tokens/s, peak memory ([`super::training`]);
 //! - MLX active/peak/cache memory, process resident memory;
 //! - `mlx_hub_build_info{version, commit, mlx_version, blas} 1`.
 
@@ -69,7 +71,7 @@ pub async fn render(hub: &Hub, http: &HttpMetrics) -> HubResult<String> {
     );
     registry.register(
         "mlx_hub_http_request_duration_seconds",
-        "Time from request to response headers, by method, matched route pattern and status",
+        "Time from request to the end of the response body (streams: their last chunk), by method, matched route pattern and status",
         http.duration.clone(),
     );
     registry.register_collector(Box::new(ServingCollector(hub.serving.metrics().snapshot())));
@@ -82,6 +84,7 @@ pub async fn render(hub: &Hub, http: &HttpMetrics) -> HubResult<String> {
         .set(n);
     }
     registry.register("mlx_hub_jobs", "Training jobs in each state", jobs);
+    super::training::TrainingMetrics::global().register(&mut registry);
 
     let pool = hub.store.pool();
     let models: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM models")

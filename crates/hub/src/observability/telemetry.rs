@@ -5,11 +5,23 @@
 //! variables are honoured: service name, resource attributes, headers,
 //! timeout). Without the variable no exporter exists: spans cost what plain
 //! `tracing` costs.
+//!
+//! JSON lines carry, beside tracing-subscriber's fields (`timestamp`,
+//! `level`, `fields`, `target`, `span`), the `request_id` of the HTTP request
+//! the line belongs to (whichever span of the request is current) and, while
+//! spans are exported, the OpenTelemetry `trace_id` and `span_id` (hex) of the
+//! current span, so log lines and traces join.
 
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing::Subscriber;
+use tracing::span::{Attributes, Id};
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -72,16 +84,27 @@ pub fn otlp_configured() -> bool {
 /// Installs the global subscriber. Call it outside any tokio runtime (the
 /// OTLP client is a blocking one, running on the exporter's own thread).
 pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
+    init_with_writer(format, BoxMakeWriter::new(std::io::stderr))
+}
+
+/// [`init`] with the log lines going to `writer` (tests read them back).
+pub fn init_with_writer(
+    format: LogFormat,
+    writer: BoxMakeWriter,
+) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTrace(
+                tracing_subscriber::fmt::format()
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(false),
+            ))
+            .with_writer(writer)
+            .and_then(RequestIds)
             .boxed(),
     };
     let provider = if otlp_configured() {
@@ -119,4 +142,80 @@ fn otlp_provider() -> Result<SdkTracerProvider, TelemetryError> {
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build())
+}
+
+/// Keeps each span's `request_id` field (as [`RequestId`]) for the JSON lines.
+struct RequestIds;
+
+/// The `request_id` a span was created with.
+struct RequestId(String);
+
+impl<S> Layer<S> for RequestIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        struct Find(Option<String>);
+        impl tracing::field::Visit for Find {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "request_id" {
+                    self.0 = Some(value.to_owned());
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "request_id" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut find = Find(None);
+        attrs.record(&mut find);
+        if let (Some(rid), Some(span)) = (find.0, ctx.span(id)) {
+            span.extensions_mut().insert(RequestId(rid));
+        }
+    }
+}
+
+/// tracing-subscriber's JSON line plus `request_id`, `trace_id`, `span_id`.
+struct JsonWithTrace(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for JsonWithTrace
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let mut extra = String::new();
+        let request_id = ctx.event_scope().and_then(|scope| {
+            scope
+                .into_iter()
+                .find_map(|span| span.extensions().get::<RequestId>().map(|r| r.0.clone()))
+        });
+        if let Some(rid) = request_id {
+            let quoted = serde_json::to_string(&rid).map_err(|_| std::fmt::Error)?;
+            extra.push_str(&format!(",\"request_id\":{quoted}"));
+        }
+        // the context tracing-opentelemetry attaches while an exported span is entered
+        let cx = opentelemetry::Context::current();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            extra.push_str(&format!(
+                ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                sc.trace_id(),
+                sc.span_id()
+            ));
+        }
+        let trimmed = line.trim_end();
+        match trimmed.strip_suffix('}') {
+            Some(head) if !extra.is_empty() => writeln!(writer, "{head}{extra}}}"),
+            _ => writer.write_str(&line),
+        }
+    }
 }

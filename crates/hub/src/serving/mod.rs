@@ -44,12 +44,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::artifacts::LocalArtifactStore;
 use crate::error::HubError;
 use crate::store::{Store, StoreError, VersionStatus};
 
-pub use worker::{Event, Job, Prompt, TokenOut};
+pub use worker::{Event, Job, Prompt, TokenOut, generate_span};
 
 /// Default keep-alive of a loaded model.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
@@ -607,6 +608,40 @@ impl Pool {
         if let Some(w) = self.hit(v.id, keep_alive) {
             return Ok(w);
         }
+        // a child of the request that needs the model
+        let span = tracing::info_span!(
+            "model.load",
+            model = %format!("{name}:{}", v.number),
+            purpose = "serve",
+            weights_policy = self.inner.config.weights.as_str(),
+            weights = tracing::field::Empty,
+            bytes = tracing::field::Empty,
+            duration_seconds = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        let t0 = Instant::now();
+        let loaded = self
+            .load_new(name, v, keep_alive, &span)
+            .instrument(span.clone())
+            .await;
+        span.record("duration_seconds", t0.elapsed().as_secs_f64());
+        if let Err(e) = &loaded {
+            span.record("otel.status_code", "error");
+            span.record("error", e.to_string().as_str());
+        }
+        loaded
+    }
+
+    /// [`Pool::load_version`] once the model is known not to be loaded (under
+    /// the load lock).
+    async fn load_new(
+        &self,
+        name: &str,
+        v: &crate::store::ModelVersion,
+        keep_alive: Option<KeepAlive>,
+        span: &tracing::Span,
+    ) -> Result<Arc<worker::Worker>, ServingError> {
         // An adapter version runs over its base version's weights.
         let (base, base_label, adapter) = if v.format == crate::worker::ADAPTER_FORMAT {
             let base_id = v.lineage.base_version_id.ok_or_else(|| {
@@ -691,6 +726,8 @@ impl Pool {
             budget_bytes = budget,
             "serving weights chosen"
         );
+        span.record("weights", weights_choice.as_str());
+        span.record("bytes", size as i64);
         if size > budget {
             return Err(ServingError::InsufficientMemory {
                 message: format!(
@@ -714,7 +751,7 @@ impl Pool {
             adapter_dir,
             metrics: self.inner.metrics.clone(),
         };
-        let worker = worker::Worker::spawn(label, v.id, dir, settings, keep).await?;
+        let worker = worker::Worker::spawn(label, v.id, dir, settings, keep, span.clone()).await?;
         // another load may have happened meanwhile only through this lock
         let mut map = self.inner.loaded.lock().expect("pool lock");
         worker.acquire();

@@ -58,6 +58,29 @@ pub struct Job {
     pub events: UnboundedSender<Event>,
     /// When the request was queued (queue time, end-to-end latency).
     pub queued_at: Instant,
+    /// The generation's `generate` span (a child of its request's span):
+    /// the worker records the token counts, TTFT and finish reason on it,
+    /// and it ends when the generation does. See [`generate_span`].
+    pub span: tracing::Span,
+}
+
+/// The span of one generation, in the current (request's) span: its
+/// token counts, queue time, TTFT and finish reason are recorded by the
+/// worker thread.
+pub fn generate_span(model: &str) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        "generate",
+        model,
+        prompt_tokens = Empty,
+        cached_tokens = Empty,
+        generated_tokens = Empty,
+        queue_seconds = Empty,
+        ttft_seconds = Empty,
+        finish_reason = Empty,
+        otel.status_code = Empty,
+        error = Empty,
+    )
 }
 
 /// One generated token.
@@ -106,12 +129,14 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts the thread and waits until the model and tokenizer are loaded.
+    /// The thread loads inside `load_span` (the pool's `model.load`).
     pub(crate) async fn spawn(
         label: String,
         version_id: i64,
         dir: PathBuf,
         settings: WorkerSettings,
         keep_alive: KeepAlive,
+        load_span: tracing::Span,
     ) -> Result<Arc<Worker>, HubError> {
         let queue_capacity = settings.queue_capacity;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue_capacity);
@@ -121,7 +146,7 @@ impl Worker {
         let (a, l, name) = (active.clone(), last_used.clone(), label.clone());
         std::thread::Builder::new()
             .name(format!("model-{version_id}"))
-            .spawn(move || run(name, dir, rx, ready_tx, a, l, settings))
+            .spawn(move || run(name, dir, rx, ready_tx, a, l, settings, load_span))
             .map_err(|e| HubError::Internal(format!("cannot start a model worker: {e}")))?;
         ready_rx.await.map_err(|_| {
             HubError::Internal(format!("the worker of {label} died while loading"))
@@ -206,6 +231,7 @@ pub(crate) struct WorkerSettings {
 
 type Ready = tokio::sync::oneshot::Sender<Result<(), HubError>>;
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     label: String,
     dir: PathBuf,
@@ -214,15 +240,19 @@ fn run(
     active: Arc<AtomicUsize>,
     last_used: Arc<Mutex<Instant>>,
     settings: WorkerSettings,
+    load_span: tracing::Span,
 ) {
     let dense = settings.dense_float32;
-    let loaded = load_model(&dir, settings.adapter_dir.as_deref(), dense, &label)
-        .map_err(|e| HubError::Internal(format!("cannot load {label}: {e}")))
-        .and_then(|m| {
-            Tokenizer::from_dir(&dir).map(|t| (m, t)).map_err(|e| {
-                HubError::Internal(format!("cannot load the tokenizer of {label}: {e}"))
+    let loaded = load_span.in_scope(|| {
+        load_model(&dir, settings.adapter_dir.as_deref(), dense, &label)
+            .map_err(|e| HubError::Internal(format!("cannot load {label}: {e}")))
+            .and_then(|m| {
+                Tokenizer::from_dir(&dir).map(|t| (m, t)).map_err(|e| {
+                    HubError::Internal(format!("cannot load the tokenizer of {label}: {e}"))
+                })
             })
-        });
+    });
+    drop(load_span);
     let (model, tokenizer) = match loaded {
         Ok(x) => {
             let _ = ready.send(Ok(()));
@@ -313,6 +343,8 @@ struct Running {
     events: UnboundedSender<Event>,
     queued_at: Instant,
     last_token_at: Option<Instant>,
+    /// Ends (is dropped) with the request.
+    span: tracing::Span,
 }
 
 impl Running {
@@ -416,10 +448,13 @@ impl Scheduler<'_> {
         let metrics = &self.settings.metrics;
         ServingMetrics::sub(&metrics.num_requests_waiting, 1);
         if job.cancel.load(Ordering::Relaxed) || job.events.is_closed() {
+            job.span.record("finish_reason", "cancelled");
             self.release();
             return;
         }
-        metrics.queue_time.observe(job.queued_at.elapsed());
+        let waited = job.queued_at.elapsed();
+        metrics.queue_time.observe(waited);
+        job.span.record("queue_seconds", waited.as_secs_f64());
         let ids = match job.prompt {
             Prompt::Chat(messages) => self.tokenizer.encode_chat(&messages, true, None),
             Prompt::Text(text) => self.tokenizer.encode(&text, true),
@@ -427,6 +462,8 @@ impl Scheduler<'_> {
         };
         let refuse = |s: &mut Self, e: HubError| {
             s.release();
+            job.span.record("otel.status_code", "error");
+            job.span.record("error", e.to_string().as_str());
             let _ = job.events.send(Event::Error(e));
         };
         let ids = match ids {
@@ -454,6 +491,8 @@ impl Scheduler<'_> {
             ServingMetrics::add(&metrics.prefix_cache_hit_tokens, cached_tokens as u64);
         }
         ServingMetrics::add(&metrics.prompt_tokens, ids.len() as u64);
+        job.span.record("prompt_tokens", ids.len() as i64);
+        job.span.record("cached_tokens", cached_tokens as i64);
         let started = Event::Started {
             prompt_ids: ids.clone(),
             cached_tokens,
@@ -473,6 +512,7 @@ impl Scheduler<'_> {
             events: job.events,
             queued_at: job.queued_at,
             last_token_at: None,
+            span: job.span,
         };
         if r.seq.prefill_remaining() == 0 {
             self.decoding.push(r);
@@ -493,7 +533,11 @@ impl Scheduler<'_> {
         let now = Instant::now();
         let metrics = &self.settings.metrics;
         match r.last_token_at {
-            None => metrics.time_to_first_token.observe(now - r.queued_at),
+            None => {
+                let ttft = now - r.queued_at;
+                metrics.time_to_first_token.observe(ttft);
+                r.span.record("ttft_seconds", ttft.as_secs_f64());
+            }
             Some(t) => metrics.inter_token_latency.observe(now - t),
         }
         r.last_token_at = Some(now);
@@ -566,9 +610,19 @@ impl Scheduler<'_> {
     fn retire(&mut self, mut r: Running, error: Option<Event>, finished: Option<Finished>) {
         let metrics = &self.settings.metrics;
         ServingMetrics::sub(&metrics.num_requests_running, 1);
+        let span = std::mem::replace(&mut r.span, tracing::Span::none());
         let last = match (error, finished) {
-            (Some(e), _) => Some(e),
+            (Some(e), _) => {
+                span.record("otel.status_code", "error");
+                if let Event::Error(err) = &e {
+                    span.record("error", err.to_string().as_str());
+                }
+                span.record("generated_tokens", r.text.generated().len() as i64);
+                Some(e)
+            }
             (None, Some(f)) => {
+                span.record("generated_tokens", f.generation_tokens as i64);
+                span.record("finish_reason", f.reason.as_str());
                 metrics.e2e_request_latency.observe(r.queued_at.elapsed());
                 ServingMetrics::add(&metrics.requests_finished, 1);
                 // the cache holds the prompt and the tokens fed back so far
@@ -588,11 +642,15 @@ impl Scheduler<'_> {
                 (f.reason != FinishReason::Cancelled).then_some(Event::Finished(f))
             }
             (None, None) => {
+                span.record("generated_tokens", r.text.generated().len() as i64);
+                span.record("finish_reason", "cancelled");
                 let _ = r.text.cancel();
                 None
             }
         };
         self.release();
+        // the generation's span ends here, before its last event goes out
+        drop(span);
         if let Some(ev) = last {
             let _ = r.events.send(ev);
         }

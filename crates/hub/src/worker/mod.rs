@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::artifacts::LocalArtifactStore;
 use crate::error::HubResult;
@@ -193,15 +194,45 @@ impl Worker {
         let Some(job) = self.store.claim(&self.id, self.lease).await? else {
             return Ok(None);
         };
-        tracing::info!(worker = %self.id, job_id = job.id, attempt = job.attempts, "claimed job");
-        let outcome = self.execute(job, shutdown).await;
-        tracing::info!(
+        let kind = job.kind.as_str();
+        let span = tracing::info_span!(
+            "job.run",
+            job_id = job.id,
+            kind,
+            attempt = job.attempts,
             worker = %self.id,
-            job_id = outcome.job_id,
-            state = %outcome.state,
-            error = outcome.error.as_deref().unwrap_or(""),
-            "job done"
+            state = tracing::field::Empty,
+            run_id = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
         );
+        let metrics = crate::observability::TrainingMetrics::global();
+        if job.attempts == 1
+            && let Some(started) = job.started_at_ms
+        {
+            let waited = (started - job.created_at_ms).max(0) as u64;
+            metrics.queued(kind, Duration::from_millis(waited));
+        }
+        span.in_scope(|| tracing::info!(attempt = job.attempts, "claimed job"));
+        let outcome = self.execute(job, shutdown).instrument(span.clone()).await;
+        span.record("state", outcome.state.as_str());
+        if let Some(run_id) = outcome.run_id {
+            span.record("run_id", run_id);
+        }
+        if let Some(e) = &outcome.error {
+            span.record("otel.status_code", "error");
+            span.record("error", e.as_str());
+        }
+        metrics.finished(kind, outcome.state.as_str());
+        span.in_scope(|| {
+            tracing::info!(
+                worker = %self.id,
+                job_id = outcome.job_id,
+                state = %outcome.state,
+                error = outcome.error.as_deref().unwrap_or(""),
+                "job done"
+            )
+        });
         Ok(Some(outcome))
     }
 

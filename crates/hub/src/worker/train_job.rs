@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{JobOutcome, Worker};
 use crate::artifacts::ArtifactStore;
+use crate::observability::training::TrainingObserver;
 use crate::store::{
     Job, JobState, Lineage, MetricPoint, ModelVersion, NewModel, NewRun, NewVersion, RunStatus,
     StoreError, VersionFile,
@@ -337,13 +338,30 @@ async fn attempt(
     let handle = tokio::runtime::Handle::current();
     let (store, job_id, cancel) = (w.store.clone(), job.id, ctl.cancel.clone());
     let md = model_dir.clone();
+    // the job's span (`job.run`) is the parent of the thread's spans
+    let job_span = tracing::Span::current();
+    let load_span = tracing::info_span!(
+        "model.load",
+        model = %format!("{}:{}", base_model.name, base.number),
+        purpose = "train",
+        weights_policy = "native",
+        bytes = base_files
+            .iter()
+            .filter(|f| f.path.ends_with(".safetensors"))
+            .map(|f| f.size_bytes.max(0))
+            .sum::<i64>(),
+        duration_seconds = tracing::field::Empty,
+    );
+    let mut observer = TrainingObserver::new(job.id, &base_model.name, iters, job_span.clone());
     std::thread::Builder::new()
         .name(format!("train-job-{}", job.id))
         .spawn(move || {
+            let _in_job = job_span.enter();
             // Each job reports its own peak (MLX's counter is process-wide; a serving
             // model in the same process sees its peak restart here too).
             mlx::system::reset_peak_memory();
             let mut on_event = |ev: &TrainEvent| {
+                observer.on_event(ev);
                 let _ = tx.send(ev.clone());
                 if matches!(ev, TrainEvent::Train { .. })
                     && !cancel.load(Ordering::SeqCst)
@@ -354,7 +372,15 @@ async fn attempt(
                 }
             };
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                train_on_thread(&md, &data_dir, &cfg, mask_prompt, &cancel, &mut on_event)
+                train_on_thread(
+                    &md,
+                    load_span,
+                    &data_dir,
+                    &cfg,
+                    mask_prompt,
+                    &cancel,
+                    &mut on_event,
+                )
             }))
             .unwrap_or_else(|p| {
                 let msg = p
@@ -364,6 +390,8 @@ async fn attempt(
                     .unwrap_or_default();
                 Err(fail(format!("the trainer panicked: {msg}")))
             });
+            // the job's gauges go before its end is reported
+            drop(observer);
             drop(tx);
             let _ = done_tx.send(r);
         })
@@ -509,13 +537,19 @@ pub(super) fn materialise(dir: &Path, files: &[(String, PathBuf, i64)]) -> Resul
 /// Returns the number of trainable parameters.
 fn train_on_thread(
     model_dir: &Path,
+    load_span: tracing::Span,
     data_dir: &Path,
     cfg: &engine::train::TrainConfig,
     mask_prompt: bool,
     cancel: &AtomicBool,
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<usize, Failure> {
-    let model = Llama::load(model_dir).map_err(|e| fail(format!("loading the base model: {e}")))?;
+    let t0 = std::time::Instant::now();
+    let model = load_span
+        .in_scope(|| Llama::load(model_dir))
+        .map_err(|e| fail(format!("loading the base model: {e}")))?;
+    load_span.record("duration_seconds", t0.elapsed().as_secs_f64());
+    drop(load_span);
     let tokenizer =
         Tokenizer::from_dir(model_dir).map_err(|e| fail(format!("loading the tokenizer: {e}")))?;
     let data = load_dataset(

@@ -225,7 +225,9 @@ pub(crate) async fn start(
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(cancel.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let span = crate::serving::generate_span(&reservation.model);
     reservation.submit(Job {
+        span,
         prompt,
         params: c.params.clone(),
         token_texts,
