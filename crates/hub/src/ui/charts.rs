@@ -90,9 +90,9 @@ fn draw(
     chart
         .configure_mesh()
         .x_desc("step")
-        .light_line_style(RGBColor(235, 235, 235))
-        .bold_line_style(RGBColor(210, 210, 210))
-        .axis_style(RGBColor(90, 90, 90))
+        .light_line_style(&RGBColor(235, 235, 235))
+        .bold_line_style(&RGBColor(210, 210, 210))
+        .axis_style(&RGBColor(90, 90, 90))
         .label_style(("sans-serif", 12).into_font().color(&RGBColor(40, 40, 40)))
         .y_label_formatter(&|v| format_value(*v))
         .draw()?;
@@ -113,7 +113,7 @@ fn draw(
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(180, 180, 180))
+            .border_style(&RGBColor(180, 180, 180))
             .label_font(("sans-serif", 13).into_font().color(&BLACK))
             .draw()?;
     }

@@ -3,6 +3,7 @@
 //! preview of rows read from the API).
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
@@ -22,7 +23,7 @@ pub(crate) struct DatasetRow {
     created: String,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "datasets.html")]
 struct DatasetsPage {
     layout: Layout,
@@ -64,7 +65,7 @@ pub(crate) async fn list(State(hub): State<Hub>, session: Session) -> PageResult
     }))
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "dataset.html")]
 struct DatasetPage {
     layout: Layout,

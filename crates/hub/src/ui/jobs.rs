@@ -3,6 +3,7 @@
 //! job's page (live progress bar, log and charts from its run's metrics).
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
@@ -50,7 +51,7 @@ fn row(j: &Job) -> JobRow {
     }
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "jobs.html")]
 struct JobsPage {
     layout: Layout,
@@ -151,7 +152,7 @@ pub(crate) async fn list(
     }))
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "job.html")]
 struct JobPage {
     layout: Layout,

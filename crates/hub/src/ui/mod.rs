@@ -29,7 +29,6 @@ mod runs;
 mod system;
 
 use askama::Template;
-use askama_web::WebTemplate;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -165,8 +164,9 @@ impl IntoResponse for PageError {
 
 pub type PageResult<T> = Result<T, PageError>;
 
-/// A rendered page (askama's axum integration answers `text/html`).
-pub(crate) fn html<T: Template + WebTemplate>(t: T) -> Response {
+/// A rendered page (askama_web's axum integration answers `text/html`, or
+/// a 500 if rendering fails).
+pub(crate) fn html(t: impl IntoResponse) -> Response {
     t.into_response()
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
@@ -26,7 +27,7 @@ pub(crate) struct ModelRow {
     architecture: String,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "models.html")]
 struct ModelsPage {
     layout: Layout,
@@ -128,7 +129,7 @@ pub(crate) struct VersionRow {
     playground: String,
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "model.html")]
 struct ModelPage {
     layout: Layout,

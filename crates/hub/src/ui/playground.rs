@@ -4,6 +4,7 @@
 //! and tokens/s shown.
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use serde::Deserialize;
@@ -12,7 +13,7 @@ use super::{Layout, PageResult, Session, html};
 use crate::service::Hub;
 use crate::store::{ModelFilter, VersionStatus};
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "playground.html")]
 struct PlaygroundPage {
     layout: Layout,

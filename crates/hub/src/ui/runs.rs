@@ -3,6 +3,7 @@
 //! comparison of several runs on one chart.
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -44,7 +45,7 @@ fn run_row(r: &Run) -> RunRow {
     }
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "runs.html")]
 struct RunsPage {
     layout: Layout,
@@ -79,7 +80,7 @@ pub(crate) async fn list(State(hub): State<Hub>, session: Session) -> PageResult
     }))
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "run.html")]
 struct RunPage {
     layout: Layout,
@@ -208,12 +209,11 @@ pub(crate) async fn compare_svg(
     )?))
 }
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "compare.html")]
 struct ComparePage {
     layout: Layout,
     runs: String,
-    key: String,
     title: String,
     src: String,
     /// (key, title, `selected` or empty)
@@ -242,6 +242,5 @@ pub(crate) async fn compare(
             .map(|(k, t)| (k, t, if k == key { "selected" } else { "" }))
             .collect(),
         runs,
-        key,
     }))
 }

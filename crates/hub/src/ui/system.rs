@@ -3,14 +3,15 @@
 //! loaded models (from `/api/ps`, polled by `app.js`, with unload buttons).
 
 use askama::Template;
+use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::response::Response;
 
 use super::{Layout, PageResult, Session, fmt_bytes, html};
 use crate::service::Hub;
-use crate::store::JobState;
+use crate::store::{Backend, JobState};
 
-#[derive(Template)]
+#[derive(Template, WebTemplate)]
 #[template(path = "system.html")]
 struct SystemPage {
     layout: Layout,
@@ -59,7 +60,13 @@ pub(crate) async fn page(State(hub): State<Hub>, session: Session) -> PageResult
             "BLAS",
             format!("{} — {} ({} threads)", blas.kind, blas.library, blas.threads),
         ),
-        ("Database", hub.store.backend().to_string()),
+        (
+            "Database",
+            match hub.store.backend() {
+                Backend::Sqlite => "SQLite".to_string(),
+                Backend::Postgres => "PostgreSQL".to_string(),
+            },
+        ),
         ("Data directory", hub.config.data_dir.display().to_string()),
     ];
     let mut memory = vec![
