@@ -315,7 +315,13 @@ async fn admin_ui_flows_in_chromium() {
 
     // `/` redirects to the models page
     c.goto(&base).await.unwrap();
-    wait_js(&c, "document.querySelector('main[data-page=models]')", 10, "models page").await;
+    wait_js(
+        &c,
+        "document.querySelector('main[data-page=models]')",
+        10,
+        "models page",
+    )
+    .await;
     assert!(c.current_url().await.unwrap().path().starts_with("/ui"));
 
     // register a model through the form
@@ -326,7 +332,13 @@ async fn admin_ui_flows_in_chromium() {
     let (ok, text) = form_result(&c, "#register-model").await;
     assert!(ok && text.contains("Registered tiny v1"), "{text}");
     // it goes on to the model's page: version, alias, architecture
-    wait_js(&c, "document.querySelector('main[data-page=model]')", 10, "model page").await;
+    wait_js(
+        &c,
+        "document.querySelector('main[data-page=model]')",
+        10,
+        "model page",
+    )
+    .await;
     let versions = c
         .find(Locator::Id("versions-table"))
         .await
@@ -334,8 +346,14 @@ async fn admin_ui_flows_in_chromium() {
         .text()
         .await
         .unwrap();
-    assert!(versions.contains("v1") && versions.contains("ready"), "{versions}");
-    assert!(versions.contains("production") && versions.contains("llama"), "{versions}");
+    assert!(
+        versions.contains("v1") && versions.contains("ready"),
+        "{versions}"
+    );
+    assert!(
+        versions.contains("production") && versions.contains("llama"),
+        "{versions}"
+    );
     // tags through the form
     fill(&c, "model-tags", "fixture, tiny").await;
     submit(&c, "#set-tags").await;
@@ -351,10 +369,27 @@ async fn admin_ui_flows_in_chromium() {
 
     // the model list's search
     c.goto(&format!("{base}/ui/models?q=tin")).await.unwrap();
-    let list = c.find(Locator::Id("models-table")).await.unwrap().text().await.unwrap();
-    assert!(list.contains("tiny") && list.contains("fixture, tiny"), "{list}");
-    c.goto(&format!("{base}/ui/models?q=nothing-like-it")).await.unwrap();
-    let list = c.find(Locator::Id("models-table")).await.unwrap().text().await.unwrap();
+    let list = c
+        .find(Locator::Id("models-table"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains("tiny") && list.contains("fixture, tiny"),
+        "{list}"
+    );
+    c.goto(&format!("{base}/ui/models?q=nothing-like-it"))
+        .await
+        .unwrap();
+    let list = c
+        .find(Locator::Id("models-table"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(list.contains("No models match"), "{list}");
 
     // datasets: register a folder, then a bad upload shows the line
@@ -364,7 +399,13 @@ async fn admin_ui_flows_in_chromium() {
     submit(&c, "#register-dataset").await;
     let (ok, text) = form_result(&c, "#register-dataset").await;
     assert!(ok && text.contains("Registered count v1"), "{text}");
-    wait_js(&c, "document.querySelector('main[data-page=dataset]')", 10, "dataset page").await;
+    wait_js(
+        &c,
+        "document.querySelector('main[data-page=dataset]')",
+        10,
+        "dataset page",
+    )
+    .await;
     wait_js(
         &c,
         "document.querySelectorAll('#preview tbody tr').length === 10",
@@ -372,7 +413,13 @@ async fn admin_ui_flows_in_chromium() {
         "preview rows",
     )
     .await;
-    let preview = c.find(Locator::Id("preview")).await.unwrap().text().await.unwrap();
+    let preview = c
+        .find(Locator::Id("preview"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(preview.contains("Count to 0."), "{preview}");
     c.goto(&format!("{base}/ui/datasets")).await.unwrap();
     fill(&c, "ud-name", "broken").await;
@@ -384,14 +431,27 @@ async fn admin_ui_flows_in_chromium() {
         .unwrap();
     submit(&c, "#upload-dataset").await;
     let (ok, text) = form_result(&c, "#upload-dataset").await;
-    assert!(!ok && text.contains("line 3"), "upload error must name line 3: {text}");
+    assert!(
+        !ok && text.contains("line 3"),
+        "upload error must name line 3: {text}"
+    );
     shot(&c, "datasets-upload-error").await;
     lap("datasets", &mut t);
 
     // start a job through the form; the job page follows it to the end
     c.goto(&format!("{base}/ui/jobs")).await.unwrap();
-    c.find(Locator::Id("sj-model")).await.unwrap().select_by_value("tiny").await.unwrap();
-    c.find(Locator::Id("sj-dataset")).await.unwrap().select_by_value("count").await.unwrap();
+    c.find(Locator::Id("sj-model"))
+        .await
+        .unwrap()
+        .select_by_value("tiny")
+        .await
+        .unwrap();
+    c.find(Locator::Id("sj-dataset"))
+        .await
+        .unwrap()
+        .select_by_value("count")
+        .await
+        .unwrap();
     let iters: String = c
         .find(Locator::Id("sj-iters"))
         .await
@@ -439,7 +499,13 @@ async fn admin_ui_flows_in_chromium() {
         .as_f64()
         .unwrap();
     assert_eq!(loaded_at, still, "the page was reloaded");
-    wait_js(&c, "document.getElementById('job-progress').value === 100", 10, "progress 100").await;
+    wait_js(
+        &c,
+        "document.getElementById('job-progress').value === 100",
+        10,
+        "progress 100",
+    )
+    .await;
     let log = wait_js(
         &c,
         "(t => t.includes('Iter 8: Train loss') && t.includes('Job succeeded') ? t : null)(document.getElementById('job-log').textContent)",
@@ -465,13 +531,22 @@ async fn admin_ui_flows_in_chromium() {
         )
         .await
         .unwrap();
-    assert_eq!(circles, json!(4), "train loss chart points (steps 2, 4, 6, 8)");
+    assert_eq!(
+        circles,
+        json!(4),
+        "train loss chart points (steps 2, 4, 6, 8)"
+    );
     shot(&c, "job-succeeded").await;
     lap("job 1 trained and charted", &mut t);
 
     // runs: list, a run's page, the comparison of one run
     c.goto(&format!("{base}/ui/runs")).await.unwrap();
-    c.find(Locator::Id("pick-1")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("pick-1"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     submit(&c, "#compare-form").await;
     wait_js(
         &c,
@@ -480,10 +555,19 @@ async fn admin_ui_flows_in_chromium() {
         "the comparison chart",
     )
     .await;
-    assert!(c.current_url().await.unwrap().query().unwrap().contains("runs=1"));
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .query()
+            .unwrap()
+            .contains("runs=1")
+    );
 
     // playground: the adapter version made by the job answers, streamed
-    c.goto(&format!("{base}/ui/playground?model=tiny-lora")).await.unwrap();
+    c.goto(&format!("{base}/ui/playground?model=tiny-lora"))
+        .await
+        .unwrap();
     let picked: String = c
         .find(Locator::Id("pg-model"))
         .await
@@ -505,7 +589,10 @@ async fn admin_ui_flows_in_chromium() {
     )
     .await;
     let stats = stats.as_str().unwrap().to_string();
-    assert!(stats.contains("TTFT") && stats.contains("tokens/s"), "{stats}");
+    assert!(
+        stats.contains("TTFT") && stats.contains("tokens/s"),
+        "{stats}"
+    );
     let answer = c
         .find(Locator::Css("#chat-log .assistant .text"))
         .await
@@ -528,8 +615,17 @@ async fn admin_ui_flows_in_chromium() {
         "tiny-lora:1 in the loaded models",
     )
     .await;
-    let sys = c.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
-    assert!(sys.contains("MLX") && sys.contains("BLAS") && sys.contains("cpu"), "{sys}");
+    let sys = c
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sys.contains("MLX") && sys.contains("BLAS") && sys.contains("cpu"),
+        "{sys}"
+    );
     shot(&c, "system-loaded").await;
     c.find(Locator::Css("#ps-table [data-unload=\"tiny-lora:1\"]"))
         .await
@@ -554,8 +650,18 @@ async fn admin_ui_flows_in_chromium() {
 
     // cancel: a long job, cancelled from the jobs list, which updates live
     c.goto(&format!("{base}/ui/jobs")).await.unwrap();
-    c.find(Locator::Id("sj-model")).await.unwrap().select_by_value("tiny").await.unwrap();
-    for (id, v) in [("sj-iters", "100000"), ("sj-batch", "2"), ("sj-seq", "48"), ("sj-layers", "-1")] {
+    c.find(Locator::Id("sj-model"))
+        .await
+        .unwrap()
+        .select_by_value("tiny")
+        .await
+        .unwrap();
+    for (id, v) in [
+        ("sj-iters", "100000"),
+        ("sj-batch", "2"),
+        ("sj-seq", "48"),
+        ("sj-layers", "-1"),
+    ] {
         set_value(&c, id, v).await;
     }
     submit(&c, "#start-job").await;
@@ -614,8 +720,16 @@ async fn admin_ui_flows_in_chromium() {
     lap("screenshots", &mut t);
 
     // the lineage chain on the adapter's page links base, job, run, dataset
-    c.goto(&format!("{base}/ui/models/tiny-lora")).await.unwrap();
-    let chain = c.find(Locator::Css(".chain")).await.unwrap().text().await.unwrap();
+    c.goto(&format!("{base}/ui/models/tiny-lora"))
+        .await
+        .unwrap();
+    let chain = c
+        .find(Locator::Css(".chain"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for want in ["base tiny v1", "job #1", "run #1", "dataset count v1"] {
         assert!(chain.contains(want), "lineage lacks {want}: {chain}");
     }
@@ -644,8 +758,22 @@ async fn login_cookie_and_csrf_in_chromium() {
         .build()
         .unwrap();
     // open: /health, the login page, the assets; closed: the API, the pages
-    assert_eq!(http.get(format!("{base}/health")).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(format!("{base}/ui/login")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/ui/login"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let css = http
         .get(format!("{base}/ui/assets/app.css"))
         .send()
@@ -660,14 +788,27 @@ async fn login_cookie_and_csrf_in_chromium() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304, "the ETag is honoured");
-    assert_eq!(http.get(format!("{base}/api/models")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.get(format!("{base}/api/models"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let page = http.get(format!("{base}/ui/models")).send().await.unwrap();
     assert_eq!(page.status(), 303);
     assert_eq!(page.headers()["location"], "/ui/login?next=%2Fui%2Fmodels");
 
     let (_driver, c) = start_browser().await;
     c.goto(&format!("{base}/ui/jobs")).await.unwrap();
-    wait_js(&c, "document.querySelector('main[data-page=login]')", 10, "login page").await;
+    wait_js(
+        &c,
+        "document.querySelector('main[data-page=login]')",
+        10,
+        "login page",
+    )
+    .await;
     shot(&c, "login-wide").await;
     fill(&c, "login-token", "wrong").await;
     submit(&c, "#login-form").await;
@@ -675,11 +816,20 @@ async fn login_cookie_and_csrf_in_chromium() {
     assert!(!ok && text.contains("not valid"), "{text}");
     fill(&c, "login-token", token).await;
     submit(&c, "#login-form").await;
-    wait_js(&c, "document.querySelector('main[data-page=jobs]')", 10, "the jobs page after login").await;
+    wait_js(
+        &c,
+        "document.querySelector('main[data-page=jobs]')",
+        10,
+        "the jobs page after login",
+    )
+    .await;
     let cookie = c.get_named_cookie("mlx_hub_session").await.unwrap();
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
-    assert!(!cookie.value().contains(token), "the cookie never holds the token");
+    assert!(
+        !cookie.value().contains(token),
+        "the cookie never holds the token"
+    );
     let cookie_value = cookie.value().to_string();
     // the page's script cannot read it (HttpOnly)
     let js_cookies = c.execute("return document.cookie", vec![]).await.unwrap();
@@ -699,7 +849,10 @@ async fn login_cookie_and_csrf_in_chromium() {
     assert_eq!(ok[0], 201, "{ok}");
     let refused = c.execute_async(&create(false), vec![]).await.unwrap();
     assert_eq!(refused[0], 403, "{refused}");
-    assert_eq!(refused[1]["error"]["code"], "csrf_token_invalid", "{refused}");
+    assert_eq!(
+        refused[1]["error"]["code"], "csrf_token_invalid",
+        "{refused}"
+    );
     // GETs with the cookie need no CSRF token
     let listed = c
         .execute_async(
@@ -764,7 +917,13 @@ async fn login_cookie_and_csrf_in_chromium() {
     c.goto(&format!("{target}/ui/login")).await.unwrap();
     fill(&c, "login-token", token).await;
     submit(&c, "#login-form").await;
-    wait_js(&c, "document.querySelector('main[data-page=models]')", 10, "models after login").await;
+    wait_js(
+        &c,
+        "document.querySelector('main[data-page=models]')",
+        10,
+        "models after login",
+    )
+    .await;
     c.goto(&format!("http://{evil_addr}/")).await.unwrap();
     let landed = wait_js(
         &c,
@@ -794,8 +953,19 @@ async fn login_cookie_and_csrf_in_chromium() {
 
     // logging out clears the session
     c.goto(&format!("{base}/ui/models")).await.unwrap();
-    c.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
-    wait_js(&c, "document.querySelector('main[data-page=login]')", 10, "login after logout").await;
+    c.find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "document.querySelector('main[data-page=login]')",
+        10,
+        "login after logout",
+    )
+    .await;
 
     c.close().await.unwrap();
     server.shutdown().await;

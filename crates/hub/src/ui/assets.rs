@@ -80,7 +80,10 @@ pub(crate) async fn serve(
     }
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(a.content_type)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(a.content_type),
+            ),
             (header::ETAG, etag),
             (header::CACHE_CONTROL, cache),
         ],

@@ -200,7 +200,9 @@ pub(crate) async fn show(
         fact("seed", l.seed.map(|s| s.to_string()));
         fact(
             "dataset hash",
-            l.dataset_hash.as_ref().map(|h| h.chars().take(12).collect()),
+            l.dataset_hash
+                .as_ref()
+                .map(|h| h.chars().take(12).collect()),
         );
         fact(
             "commit",

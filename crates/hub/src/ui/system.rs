@@ -21,11 +21,10 @@ struct SystemPage {
 }
 
 pub(crate) async fn page(State(hub): State<Hub>, session: Session) -> PageResult<Response> {
-    let (blas, mem) = tokio::task::spawn_blocking(|| {
-        (mlx::system::blas(), mlx::system::memory_stats())
-    })
-    .await
-    .map_err(|e| crate::error::HubError::Internal(e.to_string()))?;
+    let (blas, mem) =
+        tokio::task::spawn_blocking(|| (mlx::system::blas(), mlx::system::memory_stats()))
+            .await
+            .map_err(|e| crate::error::HubError::Internal(e.to_string()))?;
     let device = mlx::system::default_device();
     let facts = vec![
         (
@@ -58,7 +57,10 @@ pub(crate) async fn page(State(hub): State<Hub>, session: Session) -> PageResult
         ),
         (
             "BLAS",
-            format!("{} — {} ({} threads)", blas.kind, blas.library, blas.threads),
+            format!(
+                "{} — {} ({} threads)",
+                blas.kind, blas.library, blas.threads
+            ),
         ),
         (
             "Database",
