@@ -82,19 +82,19 @@ fn draw(
     };
     let (y0, y1) = (y0 - pad, y1 + pad);
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18).into_font().color(&BLACK))
+        .caption(title, ("sans-serif", 20).into_font().color(&BLACK))
         .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
+        .x_label_area_size(40)
+        .y_label_area_size(78)
         .build_cartesian_2d(x0..x1, y0..y1)?;
     chart
         .configure_mesh()
         .x_desc("step")
-        .light_line_style(&RGBColor(235, 235, 235))
-        .bold_line_style(&RGBColor(210, 210, 210))
-        .axis_style(&RGBColor(90, 90, 90))
-        .label_style(("sans-serif", 12).into_font().color(&RGBColor(40, 40, 40)))
-        .y_label_formatter(&|v| format_value(*v))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(210, 210, 210))
+        .axis_style(RGBColor(90, 90, 90))
+        .label_style(("sans-serif", 14).into_font().color(&RGBColor(40, 40, 40)))
+        .y_label_formatter(&|v| format_tick(*v, y1 - y0))
         .draw()?;
     for (i, s) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
@@ -113,12 +113,22 @@ fn draw(
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.9))
-            .border_style(&RGBColor(180, 180, 180))
+            .border_style(RGBColor(180, 180, 180))
             .label_font(("sans-serif", 13).into_font().color(&BLACK))
             .draw()?;
     }
     root.present()?;
     Ok(())
+}
+
+/// A tick label with enough digits to tell ticks `span / 10` apart.
+fn format_tick(v: f64, span: f64) -> String {
+    let step = span / 10.0;
+    if step > 0.0 && step < 0.01 && v.abs() < 1e5 && v.abs() >= 1e-3 {
+        let decimals = (-step.log10()).ceil().clamp(0.0, 8.0) as usize + 1;
+        return format!("{v:.decimals$}");
+    }
+    format_value(v)
 }
 
 /// Short tick labels: `0.25`, `1.2e-5`, `1500`.
@@ -182,5 +192,7 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 4);
         assert_eq!(format_value(1.5e-5), "1.5e-5");
         assert_eq!(format_value(0.25), "0.25");
+        // a nearly flat learning rate still gets distinct tick labels
+        assert_ne!(format_tick(0.00100, 0.0001), format_tick(0.00101, 0.0001));
     }
 }

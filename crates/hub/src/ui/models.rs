@@ -155,21 +155,21 @@ pub(crate) async fn show(
     for v in &versions {
         let l = &v.lineage;
         let mut chain = Vec::new();
-        if let Some(b) = l.base_version_id {
-            if let Ok(bv) = hub.store.get_version(b).await {
-                let bn = match model_names.get(&bv.model_id) {
-                    Some(n) => n.clone(),
-                    None => {
-                        let n = hub.store.get_model(bv.model_id).await?.name;
-                        model_names.insert(bv.model_id, n.clone());
-                        n
-                    }
-                };
-                chain.push(Link {
-                    label: format!("base {bn} v{}", bv.number),
-                    href: format!("/ui/models/{}", enc(&bn)),
-                });
-            }
+        if let Some(b) = l.base_version_id
+            && let Ok(bv) = hub.store.get_version(b).await
+        {
+            let bn = match model_names.get(&bv.model_id) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = hub.store.get_model(bv.model_id).await?.name;
+                    model_names.insert(bv.model_id, n.clone());
+                    n
+                }
+            };
+            chain.push(Link {
+                label: format!("base {bn} v{}", bv.number),
+                href: format!("/ui/models/{}", enc(&bn)),
+            });
         }
         if let Some(j) = l.job_id {
             chain.push(Link {
@@ -183,13 +183,13 @@ pub(crate) async fn show(
                 href: format!("/ui/runs/{r}"),
             });
         }
-        if let Some(d) = l.dataset_id {
-            if let Ok(ds) = hub.store.get_dataset(d).await {
-                chain.push(Link {
-                    label: format!("dataset {} v{}", ds.name, ds.version),
-                    href: format!("/ui/datasets/{}", enc(&ds.name)),
-                });
-            }
+        if let Some(d) = l.dataset_id
+            && let Ok(ds) = hub.store.get_dataset(d).await
+        {
+            chain.push(Link {
+                label: format!("dataset {} v{}", ds.name, ds.version),
+                href: format!("/ui/datasets/{}", enc(&ds.name)),
+            });
         }
         let mut facts = Vec::new();
         let mut fact = |k: &str, v: Option<String>| {
@@ -223,7 +223,13 @@ pub(crate) async fn show(
             size: fmt_bytes(v.size_bytes),
             params: v
                 .parameter_count
-                .map(|p| format!("{:.1} M", p as f64 / 1e6))
+                .map(|p| {
+                    if p >= 1_000_000 {
+                        format!("{:.1} M", p as f64 / 1e6)
+                    } else {
+                        format!("{:.1} k", p as f64 / 1e3)
+                    }
+                })
                 .unwrap_or_default(),
             created: fmt_time(v.created_at_ms),
             description: v.description.clone(),

@@ -53,11 +53,11 @@ pub(crate) async fn page(
             if !v.aliases.is_empty() {
                 label += &format!(" ({})", v.aliases.join(", "));
             }
-            if let Some(b) = v.lineage.base_version_id {
-                if let Ok(bv) = hub.store.get_version(b).await {
-                    let bm = hub.store.get_model(bv.model_id).await?;
-                    label += &format!(" — adapter over {}:{}", bm.name, bv.number);
-                }
+            if let Some(b) = v.lineage.base_version_id
+                && let Ok(bv) = hub.store.get_version(b).await
+            {
+                let bm = hub.store.get_model(bv.model_id).await?;
+                label += &format!(" — adapter over {}:{}", bm.name, bv.number);
             }
             options.push((value, label, ""));
         }
