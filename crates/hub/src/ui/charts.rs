@@ -124,6 +124,11 @@ fn draw(
 /// A tick label with enough digits to tell ticks `span / 10` apart.
 fn format_tick(v: f64, span: f64) -> String {
     let step = span / 10.0;
+    if step > 0.0 && v != 0.0 && v.abs() < 1e-3 {
+        // scientific, with as many digits as the tick step needs
+        let digits = (v.abs() / step).log10().ceil().clamp(1.0, 6.0) as usize;
+        return format!("{v:.digits$e}");
+    }
     if step > 0.0 && step < 0.01 && v.abs() < 1e5 && v.abs() >= 1e-3 {
         let decimals = (-step.log10()).ceil().clamp(0.0, 8.0) as usize + 1;
         return format!("{v:.decimals$}");
@@ -194,5 +199,6 @@ mod tests {
         assert_eq!(format_value(0.25), "0.25");
         // a nearly flat learning rate still gets distinct tick labels
         assert_ne!(format_tick(0.00100, 0.0001), format_tick(0.00101, 0.0001));
+        assert_ne!(format_tick(1.0e-5, 2e-6), format_tick(1.02e-5, 2e-6));
     }
 }
