@@ -9,9 +9,10 @@ SUDO=""
 if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 # System packages: OpenBLAS (linked ahead of libmlx), PostgreSQL client tools,
-# Prometheus (the metrics test scrapes the hub with it), curl (scripts/start.sh).
+# Prometheus (the metrics test scrapes the hub with it), curl (scripts/start.sh),
+# Chromium and its WebDriver (the admin UI's browser tests).
 need_apt=()
-for pkg in libopenblas-dev postgresql-client prometheus curl; do
+for pkg in libopenblas-dev postgresql-client prometheus curl chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then

@@ -23,6 +23,7 @@
 //! | `UnsupportedMediaType`                  | 415    | `invalid_request` | `unsupported_media_type`      |
 //! | `PayloadTooLarge`                       | 413    | `invalid_request` | `payload_too_large`           |
 //! | `Unauthorized`                          | 401    | `auth`            | `missing_token` / `invalid_token` |
+//! | `Forbidden` (cookie session without its CSRF token) | 403 | `auth` | `csrf_token_invalid` |
 //! | `RouteNotFound`                         | 404    | `not_found`       | `route_not_found`             |
 //! | `MethodNotAllowed`                      | 405    | `invalid_request` | `method_not_allowed`          |
 //! | `Overloaded` (serving queue full, budget held by busy models) | 503 | `unavailable` | `server_overloaded` (with `Retry-After`) |
@@ -99,6 +100,11 @@ pub enum HubError {
     #[error("{message}")]
     Unauthorized { code: &'static str, message: String },
 
+    /// Authenticated, but the request is refused (e.g. a cookie session's
+    /// state-changing request without its CSRF token).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
 
@@ -167,6 +173,7 @@ impl HubError {
             HubError::UnsupportedMediaType(_) => (415, INVALID, "unsupported_media_type"),
             HubError::PayloadTooLarge(_) => (413, INVALID, "payload_too_large"),
             HubError::Unauthorized { code, .. } => (401, "auth", code),
+            HubError::Forbidden { code, .. } => (403, "auth", code),
             HubError::RouteNotFound { .. } => (404, "not_found", "route_not_found"),
             HubError::MethodNotAllowed { .. } => (405, INVALID, "method_not_allowed"),
             HubError::Overloaded { .. } => (503, "unavailable", "server_overloaded"),

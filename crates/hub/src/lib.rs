@@ -9,7 +9,7 @@
 //!   [`registry`] (model folders), [`dataset_import`] (JSONL datasets) and
 //!   [`training`] (job submission).
 //! - [`http`]: the axum router; [`server`]: serving it; [`observability`]:
-//!   `/metrics`, request spans and ids.
+//!   `/metrics`, request spans and ids; [`ui`]: the admin UI's pages.
 
 pub mod admission;
 pub mod artifacts;
@@ -28,6 +28,7 @@ pub mod service;
 pub mod serving;
 pub mod store;
 pub mod training;
+pub mod ui;
 pub mod worker;
 
 pub use artifacts::{ArtifactStore, LocalArtifactStore, PutOutcome, Tier};

@@ -7,7 +7,8 @@
 //! 2. the example dataset `unicode-names` (built into the binary, see
 //!    `examples/datasets/unicode-names/README.md`);
 //! 3. a short LoRA job, run here by an in-process worker;
-//! 4. `serve`, printing the model's URLs.
+//! 4. `serve`, printing the UI's model page and playground (opened in a
+//!    browser when a display is present, unless `--no-open`) and the API URLs.
 //!
 //! Every step prints its time; a second run reuses what the first made.
 
@@ -67,6 +68,10 @@ pub struct Args {
     /// Port to serve on [env: MLX_HUB_PORT] [default: 8000]
     #[arg(long)]
     pub port: Option<u16>,
+    /// Do not open the UI in a browser when serving starts (it is opened only
+    /// when a display is present, and never with `CI` set).
+    #[arg(long)]
+    pub no_open: bool,
     /// LoRA iterations of the example job.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub iters: u32,
@@ -144,7 +149,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         hub::server::serve(config, hub::server::shutdown_signal(), |url| {
             steps.end(4, t, &format!("serving on {url}"));
             println!("quickstart ready in {total:.1}s");
-            println!("  model page:  {url}/api/models/{MODEL_NAME}");
+            let ui_model = format!("{url}/ui/models/{MODEL_NAME}");
+            println!("  UI:          {ui_model}");
+            println!("  playground:  {url}/ui/playground?model={MODEL_NAME}-lora");
+            if !args.no_open {
+                open_in_browser(&ui_model);
+            }
+            println!("  API model:   {url}/api/models/{MODEL_NAME}");
             println!("  adapter:     {url}/api/models/{MODEL_NAME}-lora");
             println!("  jobs:        {url}/api/jobs");
             println!(
@@ -156,6 +167,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .await
     })?;
     Ok(())
+}
+
+/// Opens `url` in the desktop's browser (`open` on macOS, `xdg-open` on Linux
+/// with `DISPLAY` or `WAYLAND_DISPLAY`); never with `CI` set or without a display.
+fn open_in_browser(url: &str) {
+    let opener = if std::env::var_os("CI").is_some() {
+        None
+    } else if cfg!(target_os = "macos") {
+        Some("open")
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some()
+    {
+        Some("xdg-open")
+    } else {
+        None
+    };
+    let Some(opener) = opener else {
+        return;
+    };
+    let spawned = Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        // reap it in the background so no zombie is left
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(e) => eprintln!("  could not run {opener} to open the UI: {e}"),
+    }
 }
 
 async fn ready_versions(hub: &Hub, name: &str) -> anyhow::Result<Vec<ModelVersion>> {

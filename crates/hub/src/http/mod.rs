@@ -39,6 +39,9 @@
 //! route, continuing the caller's `traceparent` (see `crate::observability::http`).
 //!
 //! Model names may contain `/`: send it percent-encoded (`org%2Fname`).
+//!
+//! The admin UI's pages (`/`, `/ui/...`, see [`crate::ui`]) are merged into
+//! the same router; with a token, they also accept the UI's session cookie.
 
 mod datasets;
 mod health;
@@ -160,6 +163,7 @@ impl RouterBuilder {
             .route("/v1/completions", post(openai::completions::create))
             .route("/api/generate", post(native::generate))
             .route("/api/chat", post(native::chat))
+            .merge(crate::ui::routes())
             .route_layer(middleware::from_fn(observability::http::mark_route))
             .fallback(route_not_found)
             .method_not_allowed_fallback(method_not_allowed)
@@ -188,12 +192,18 @@ struct AuthState {
     token_hash: Option<[u8; 32]>,
 }
 
-async fn require_token(State(auth): State<AuthState>, req: Request, next: Next) -> Response {
+async fn require_token(State(auth): State<AuthState>, mut req: Request, next: Next) -> Response {
     let Some(expected) = auth.token_hash else {
         return next.run(req).await;
     };
     if req.uri().path() == "/health" {
         return next.run(req).await;
+    }
+    // The admin UI's cookie session (CSRF-checked), login page and assets.
+    match crate::ui::auth::gate(&mut req, &expected) {
+        crate::ui::auth::Gate::Pass => return next.run(req).await,
+        crate::ui::auth::Gate::Refuse(resp) => return resp,
+        crate::ui::auth::Gate::Bearer => {}
     }
     let given = req
         .headers()
@@ -220,6 +230,9 @@ async fn require_token(State(auth): State<AuthState>, req: Request, next: Next) 
             }
         }
     };
+    if let Some(resp) = crate::ui::auth::login_redirect(&req) {
+        return resp;
+    }
     let mut resp = err.into_response();
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
