@@ -470,7 +470,7 @@ async fn bad_input_catalog() {
             "body is an array",
             json_req("POST", "/api/models", json!([1, 2])),
             422,
-            "expected struct",
+            "invalid type",
         ),
         case(
             "unknown field",
@@ -533,7 +533,7 @@ async fn bad_input_catalog() {
             "JSON nested past the limit",
             raw(
                 "POST",
-                "/api/models",
+                "/v1/chat/completions",
                 Some("application/json"),
                 deep.clone().into_bytes()[..60_000].to_vec(),
             ),
@@ -700,7 +700,27 @@ async fn bad_input_catalog() {
             "ds",
         ),
         // --- path traversal in every path-taking field ----------------
-        case("version path ../", reg("../../../etc"), 422, "outside"),
+        case(
+            "version path ../ to a valid model outside",
+            reg("../../outside/model"),
+            422,
+            "outside",
+        ),
+        case(
+            "version path ../ to nothing",
+            reg("../../../etc"),
+            422,
+            "../../../etc",
+        ),
+        case(
+            "upload bad line",
+            upload(
+                "d3",
+                b"{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": [1]}\n".to_vec(),
+            ),
+            422,
+            "line 3",
+        ),
         case("version path absolute outside", reg("/etc"), 422, "outside"),
         case("version path / ", reg("/"), 422, "outside"),
         case(
@@ -787,7 +807,7 @@ async fn bad_input_catalog() {
         case(
             "pull file ../",
             pull(json!({"repo": "bad/garbage", "file": "../../../etc/passwd.gguf"})),
-            422,
+            409,
             "passwd",
         ),
         // --- model folders: config.json and safetensors ---------------
@@ -937,10 +957,10 @@ async fn bad_input_catalog() {
             "train.jsonl",
         ),
         case(
-            "upload bad line",
+            "upload blank line",
             upload("d3", b"{\"text\": \"a\"}\n\n{\"text\": [1]}\n".to_vec()),
             422,
-            "line 3",
+            "line 2",
         ),
         case(
             "upload invalid UTF-8",
@@ -1002,7 +1022,7 @@ async fn bad_input_catalog() {
         ),
         case(
             "job unknown dataset version",
-            job(json!({"dataset_version": 9})),
+            job(json!({"dataset_version": 9, "config": {"num_layers": -1}})),
             422,
             "dataset",
         ),
@@ -1213,7 +1233,7 @@ async fn bad_input_catalog() {
             "GGUF cut in the header",
             pull(json!({"repo": "bad/cut-header"})),
             422,
-            "truncated",
+            "more than the file holds",
         ));
         cases.push(case(
             "GGUF cut in the tensor data",
