@@ -188,7 +188,7 @@ async fn body_limits_are_per_route() {
     let (s, b) = t.call("POST", "/api/models", Some(big)).await;
     assert_error(s, &b, 413, "payload_too_large");
     // an upload 4× the JSON limit is fine
-    let rows: String = (0..4000)
+    let rows: String = (0..8000)
         .map(|i| json!({"text": format!("row {i} with some padding")}).to_string() + "\n")
         .collect();
     assert!(rows.len() > 4 * 64 * 1024);
