@@ -380,7 +380,8 @@ fn crash_rounds() {
         })
         .collect();
     std::fs::write(data.join("train.jsonl"), &rows).unwrap();
-    std::fs::write(data.join("valid.jsonl"), &rows[..rows.len() / 4]).unwrap();
+    let valid: String = rows.lines().take(4).map(|l| format!("{l}\n")).collect();
+    std::fs::write(data.join("valid.jsonl"), valid).unwrap();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -412,18 +413,28 @@ fn crash_rounds() {
             .values()
             .any(|(s, _)| matches!(s, JobState::Queued | JobState::Running));
         if !pending {
+            // both attempt policies: re-queued until done, or failed when
+            // killed on its only attempt
+            let max_attempts = if seen.jobs.len() % 2 == 0 { 3 } else { 1 };
             let (s, b) = http(
                 srv.port,
                 "POST",
                 "/api/jobs",
                 Some(
-                    &json!({"base_model": "tiny", "dataset": "text", "max_attempts": 3,
+                    &json!({"base_model": "tiny", "dataset": "text", "max_attempts": max_attempts,
                              "config": serde_json::from_str::<Value>(JOB_CONFIG).unwrap()}),
                 ),
             )
             .unwrap();
             assert_eq!(s, 201, "{b}");
         }
+        // new content in one shard each round: the registration copies it
+        // (content-addressed blobs of the other shards are only hashed)
+        write_shard(
+            &import.join("big/extra-0.safetensors"),
+            big_mb * (1 << 20) / shards,
+            &mut Rng(seed ^ (1000 + round as u64)),
+        );
         let port = srv.port;
         let reg = std::thread::spawn(move || {
             http(
@@ -433,7 +444,9 @@ fn crash_rounds() {
                 Some(&json!({"path": "big"})),
             )
         });
-        let delay = Duration::from_millis(rng.next() % 2500);
+        // even rounds aim at the registration (hundreds of ms), odd ones anywhere
+        let window = if round % 2 == 0 { 300 } else { 2500 };
+        let delay = Duration::from_millis(rng.next() % window);
         std::thread::sleep(delay);
         // what the job was doing when killed
         let store = rt.block_on(Store::connect(&db_url)).unwrap();
