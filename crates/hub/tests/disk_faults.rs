@@ -43,26 +43,39 @@ impl Tmpfs {
         Tmpfs(dir.to_path_buf())
     }
 
+    /// Lays a read-only bind mount of the folder over itself (a plain
+    /// `remount,ro` is refused while the hub holds files open for writing).
     fn read_only(&self) {
-        let ok = Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.0)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "remount {} read-only", self.0.display());
+        for args in [&["--bind"][..], &["-o", "remount,bind,ro"][..]] {
+            let ok = Command::new("mount")
+                .args(args)
+                .arg(&self.0)
+                .arg(&self.0)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "mount {args:?} {}", self.0.display());
+        }
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        // lazily if something still holds a file open there
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        // the read-only bind mount, then the tmpfs (lazily if something still
+        // holds a file open there)
+        for _ in 0..2 {
+            let ok = Command::new("umount")
+                .arg(&self.0)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
         }
     }
 }
