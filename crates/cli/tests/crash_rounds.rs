@@ -415,7 +415,11 @@ fn crash_rounds() {
         if !pending {
             // both attempt policies: re-queued until done, or failed when
             // killed on its only attempt
-            let max_attempts = if seen.jobs.len() % 2 == 0 { 3 } else { 1 };
+            let max_attempts = if seen.jobs.len().is_multiple_of(2) {
+                3
+            } else {
+                1
+            };
             let (s, b) = http(
                 srv.port,
                 "POST",
@@ -445,7 +449,7 @@ fn crash_rounds() {
             )
         });
         // even rounds aim at the registration (hundreds of ms), odd ones anywhere
-        let window = if round % 2 == 0 { 300 } else { 2500 };
+        let window = if round.is_multiple_of(2) { 300 } else { 2500 };
         let delay = Duration::from_millis(rng.next() % window);
         std::thread::sleep(delay);
         // what the job was doing when killed

@@ -297,7 +297,7 @@ async fn slow_clients_time_out() {
         s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
         let (_, took) = read_all(&mut s, Duration::from_secs(10));
         assert!(
-            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            took >= Duration::from_millis(900) && took < Duration::from_secs(8),
             "closed after {took:?}"
         );
         // a JSON body that stops half-way: 408
@@ -310,7 +310,7 @@ async fn slow_clients_time_out() {
         let (text, took) = read_all(&mut s, Duration::from_secs(10));
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
         assert!(text.contains("request_timeout"), "{text}");
-        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(took < Duration::from_secs(8), "{took:?}");
         // an upload that stalls: 408 too
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(
@@ -320,7 +320,7 @@ async fn slow_clients_time_out() {
         .unwrap();
         let (text, took) = read_all(&mut s, Duration::from_secs(10));
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(took < Duration::from_secs(8), "{took:?}");
         // and the server still answers
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
