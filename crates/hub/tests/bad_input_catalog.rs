@@ -237,6 +237,12 @@ async fn bad_input_catalog() {
     );
     hostile("raise", "{{ raise_exception('hostile template says no') }}");
     hostile("syntax", "{% for m in messages %}{{ m.content ");
+    model_variant(&fixture, &root, "badtok", |d| {
+        write(
+            d.join("tokenizer.json"),
+            "{\"model\": {\"type\": \"BPE\", \"vocab\": 5}}",
+        );
+    });
     // a valid model outside the import root, and ways to reach it
     copy_dir(&fixture, &outside.join("model"));
     write(outside.join("secret.txt"), "secret");
@@ -390,6 +396,7 @@ async fn bad_input_catalog() {
         ("loop", "loop"),
         ("raise", "raise"),
         ("syntax", "syntax"),
+        ("badtok", "badtok"),
     ] {
         let (s, b, _) = send(&app, json_req("POST", "/api/models", json!({"name": m}))).await;
         assert_eq!(s, 201, "{b}");
@@ -1226,6 +1233,12 @@ async fn bad_input_catalog() {
             chat(json!({"model": "syntax"})),
             422,
             "chat template syntax error",
+        ),
+        case(
+            "tokenizer.json of the wrong shape",
+            chat(json!({"model": "badtok"})),
+            422,
+            "tokenizer",
         ),
     ];
     if smollm2.is_some() {
