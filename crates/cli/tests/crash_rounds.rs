@@ -145,6 +145,14 @@ struct Server {
     port: u16,
 }
 
+/// A test that fails leaves no server behind.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(dir: &Path) -> Server {
     let port = free_port();
     let child = Command::new(bin())
