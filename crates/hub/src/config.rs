@@ -15,6 +15,9 @@
 //! | API token        | —                  | `MLX_HUB_API_TOKEN`, `MLX_HUB_API_TOKEN_FILE` | `api_token_file` | none    |
 //! | MLflow server    | `--mlflow-uri`     | `MLX_HUB_MLFLOW_URI`, `MLFLOW_TRACKING_URI` | `mlflow_uri` | none (no sync) |
 //! | memory budget    | `--memory-budget-gb` | `MLX_HUB_MEMORY_BUDGET_BYTES` | `memory_budget_bytes` | none (no admission check) |
+//! | CORS origins     | `--cors-origin` (repeatable) | `MLX_HUB_CORS_ORIGINS` (comma-separated) | `cors_origins` | none (CORS closed) |
+//! | header read timeout | —               | `MLX_HUB_HEADER_TIMEOUT_SECS` | `header_timeout_secs` | 30 |
+//! | body read timeout | —                 | `MLX_HUB_BODY_TIMEOUT_SECS` | `body_timeout_secs` | 60 (longest wait between body chunks) |
 //!
 //! A non-loopback host without an API token is refused ([`HubConfig::validate`]).
 
@@ -30,6 +33,10 @@ pub const DEFAULT_PORT: u16 = 8000;
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
+/// A client has this long to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest wait for the next chunk of a request body.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A secret string: never shown by `Debug`/`Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -67,6 +74,12 @@ pub struct HubConfig {
     pub mlflow_uri: Option<String>,
     /// Jobs whose estimated peak memory exceeds this are refused at submission.
     pub memory_budget_bytes: Option<u64>,
+    /// Origins browsers may call the API from (CORS); empty = none.
+    pub cors_origins: Vec<String>,
+    /// Time a client has to send its request headers.
+    pub header_timeout: std::time::Duration,
+    /// Longest wait for the next chunk of a request body (408 past it).
+    pub body_timeout: std::time::Duration,
 }
 
 /// Values given as flags (highest precedence).
@@ -79,6 +92,8 @@ pub struct ConfigOverrides {
     pub import_root: Option<PathBuf>,
     pub mlflow_uri: Option<String>,
     pub memory_budget_bytes: Option<u64>,
+    /// `--cors-origin` (empty: not given).
+    pub cors_origins: Vec<String>,
 }
 
 /// The TOML file's shape. Unknown keys are refused (typos surface).
@@ -94,6 +109,9 @@ struct FileConfig {
     api_token_file: Option<PathBuf>,
     mlflow_uri: Option<String>,
     memory_budget_bytes: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+    header_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
 }
 
 impl HubConfig {
@@ -207,6 +225,36 @@ impl HubConfig {
                 None => file.memory_budget_bytes,
             },
         };
+        let cors_origins = if !overrides.cors_origins.is_empty() {
+            overrides.cors_origins.clone()
+        } else if let Some(v) = env("MLX_HUB_CORS_ORIGINS") {
+            v.split(',')
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect()
+        } else {
+            file.cors_origins.unwrap_or_default()
+        };
+        let secs = |var: &str, file_value: Option<u64>, default: std::time::Duration| match env(var)
+        {
+            Some(v) => v
+                .parse::<u64>()
+                .map(std::time::Duration::from_secs)
+                .map_err(|_| HubError::Config(format!("{var}: {v:?} is not a number of seconds"))),
+            None => Ok(file_value
+                .map(std::time::Duration::from_secs)
+                .unwrap_or(default)),
+        };
+        let header_timeout = secs(
+            "MLX_HUB_HEADER_TIMEOUT_SECS",
+            file.header_timeout_secs,
+            DEFAULT_HEADER_TIMEOUT,
+        )?;
+        let body_timeout = secs(
+            "MLX_HUB_BODY_TIMEOUT_SECS",
+            file.body_timeout_secs,
+            DEFAULT_BODY_TIMEOUT,
+        )?;
         let config = HubConfig {
             data_dir,
             database_url,
@@ -218,6 +266,9 @@ impl HubConfig {
             api_token,
             mlflow_uri,
             memory_budget_bytes,
+            cors_origins,
+            header_timeout,
+            body_timeout,
         };
         config.validate()?;
         Ok(config)
@@ -237,6 +288,9 @@ impl HubConfig {
             api_token: None,
             mlflow_uri: None,
             memory_budget_bytes: None,
+            cors_origins: Vec::new(),
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 
@@ -259,6 +313,14 @@ impl HubConfig {
         }
         if self.max_body_bytes == 0 {
             return Err(HubError::Config("max_body_bytes must be positive".into()));
+        }
+        for origin in &self.cors_origins {
+            check_cors_origin(origin)?;
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(HubError::Config(
+                "header and body timeouts must be at least 1 second".into(),
+            ));
         }
         if !is_loopback_host(&self.host) && self.api_token.is_none() {
             return Err(HubError::Config(format!(
@@ -283,6 +345,31 @@ impl HubConfig {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// A CORS origin: `*`, or `scheme://host[:port]` with no path.
+fn check_cors_origin(origin: &str) -> HubResult<()> {
+    let bad = |why: &str| {
+        Err(HubError::Config(format!(
+            "CORS origin {origin:?}: {why} (expected e.g. https://app.example.com or http://localhost:3000)"
+        )))
+    };
+    if origin == "*" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return bad("no scheme");
+    };
+    if !matches!(scheme, "http" | "https") {
+        return bad("the scheme must be http or https");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', ',']) || rest.contains("..") {
+        return bad("an origin is scheme://host[:port], without a path");
+    }
+    if axum::http::HeaderValue::from_str(origin).is_err() {
+        return bad("not a valid header value");
+    }
+    Ok(())
 }
 
 /// True for `localhost`, `127.0.0.0/8` and `::1`.

@@ -22,6 +22,7 @@
 //! | `BadRequest` (malformed JSON, query…)   | 400    | `invalid_request` | `bad_request` / `malformed_json` |
 //! | `UnsupportedMediaType`                  | 415    | `invalid_request` | `unsupported_media_type`      |
 //! | `PayloadTooLarge`                       | 413    | `invalid_request` | `payload_too_large`           |
+//! | `RequestTimeout` (body not sent in time) | 408   | `invalid_request` | `request_timeout`             |
 //! | `Unauthorized`                          | 401    | `auth`            | `missing_token` / `invalid_token` |
 //! | `Forbidden` (cookie session without its CSRF token) | 403 | `auth` | `csrf_token_invalid` |
 //! | `RouteNotFound`                         | 404    | `not_found`       | `route_not_found`             |
@@ -96,6 +97,10 @@ pub enum HubError {
 
     #[error("{0}")]
     PayloadTooLarge(String),
+
+    /// The client stopped sending the request body (slow client).
+    #[error("{0}")]
+    RequestTimeout(String),
 
     #[error("{message}")]
     Unauthorized { code: &'static str, message: String },
@@ -172,6 +177,7 @@ impl HubError {
             HubError::UnprocessableBody { .. } => (422, INVALID, "invalid_body"),
             HubError::UnsupportedMediaType(_) => (415, INVALID, "unsupported_media_type"),
             HubError::PayloadTooLarge(_) => (413, INVALID, "payload_too_large"),
+            HubError::RequestTimeout(_) => (408, INVALID, "request_timeout"),
             HubError::Unauthorized { code, .. } => (401, "auth", code),
             HubError::Forbidden { code, .. } => (403, "auth", code),
             HubError::RouteNotFound { .. } => (404, "not_found", "route_not_found"),

@@ -98,6 +98,14 @@ pub fn scan_model_folder(root: &Path, user_path: &Path) -> HubResult<FolderScan>
             "no *.safetensors weights at the top of the folder",
         ));
     }
+    // every safetensors file (shards, adapters too) must be readable: a
+    // corrupt header is refused here, not when the version is first loaded
+    for (rel, abs) in files
+        .iter()
+        .filter(|(rel, _)| rel.ends_with(".safetensors"))
+    {
+        check_safetensors(abs).map_err(|e| folder_err(user_path, format!("{rel}: {e}")))?;
+    }
     let quantization = config
         .raw
         .get("quantization")
@@ -217,7 +225,7 @@ pub fn parameter_count(c: &ModelConfig) -> i64 {
 fn weights_dtype(weights: &[&PathBuf]) -> Option<String> {
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     for w in weights {
-        let Ok(header) = read_safetensors_header(w) else {
+        let Ok((header, _)) = read_safetensors_header(w) else {
             continue;
         };
         let Some(obj) = header.as_object() else {
@@ -242,17 +250,102 @@ fn weights_dtype(weights: &[&PathBuf]) -> Option<String> {
         .map(|(d, _)| d.to_string())
 }
 
-fn read_safetensors_header(path: &Path) -> std::io::Result<serde_json::Value> {
-    let mut f = fs::File::open(path)?;
+/// Largest safetensors header read (the format's own limit).
+const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
+
+/// Reads a safetensors header: `(header, data section length)`. Errors say
+/// what is wrong with the file.
+fn read_safetensors_header(path: &Path) -> Result<(serde_json::Value, u64), String> {
+    let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
+    let file_len = f.metadata().map_err(|e| e.to_string())?.len();
+    if file_len < 8 {
+        return Err(format!(
+            "not a safetensors file: {file_len} bytes, shorter than the 8-byte header length"
+        ));
+    }
     let mut len = [0u8; 8];
-    f.read_exact(&mut len)?;
+    f.read_exact(&mut len).map_err(|e| e.to_string())?;
     let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(std::io::Error::other("safetensors header too large"));
+    if len > MAX_SAFETENSORS_HEADER {
+        return Err(format!(
+            "header length {len} exceeds the limit of {MAX_SAFETENSORS_HEADER} bytes"
+        ));
+    }
+    if len > file_len - 8 {
+        return Err(format!(
+            "header length {len} runs past the end of the file ({file_len} bytes): truncated?"
+        ));
     }
     let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(std::io::Error::other)
+    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&buf).map_err(|e| format!("header is not valid JSON: {e}"))?;
+    Ok((header, file_len - 8 - len))
+}
+
+/// Bytes per element of a safetensors dtype (sub-byte types: None, size not checked).
+fn safetensors_dtype_bytes(dtype: &str) -> Option<Option<u64>> {
+    Some(Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" | "C64" => 8,
+        "F4" | "F6_E2M3" | "F6_E3M2" => return Some(None),
+        _ => return None,
+    }))
+}
+
+/// Checks a safetensors file's header against the file: a JSON object of
+/// tensors, each with a known dtype, a shape and data offsets inside the
+/// data section whose length matches the shape.
+fn check_safetensors(path: &Path) -> Result<(), String> {
+    let (header, data_len) = read_safetensors_header(path)?;
+    let obj = header
+        .as_object()
+        .ok_or("header is not a JSON object of tensors")?;
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = t
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| format!("tensor `{name}`: no dtype"))?;
+        let size = safetensors_dtype_bytes(dtype)
+            .ok_or_else(|| format!("tensor `{name}`: unknown dtype {dtype:?}"))?;
+        let shape = t
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|s| s.iter().map(|d| d.as_u64()).collect::<Option<Vec<u64>>>())
+            .ok_or_else(|| format!("tensor `{name}`: shape is not a list of sizes"))?;
+        let offsets = t
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|s| s.iter().map(|d| d.as_u64()).collect::<Option<Vec<u64>>>())
+            .filter(|o| o.len() == 2 && o[0] <= o[1])
+            .ok_or_else(|| format!("tensor `{name}`: data_offsets is not [begin, end]"))?;
+        if offsets[1] > data_len {
+            return Err(format!(
+                "tensor `{name}`: data ends at byte {} of a {data_len}-byte data section \
+                 (truncated file?)",
+                offsets[1]
+            ));
+        }
+        if let Some(size) = size {
+            let want = shape
+                .iter()
+                .try_fold(size, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| format!("tensor `{name}`: shape {shape:?} overflows"))?;
+            if want != offsets[1] - offsets[0] {
+                return Err(format!(
+                    "tensor `{name}`: shape {shape:?} of {dtype} needs {want} bytes, \
+                     data_offsets hold {}",
+                    offsets[1] - offsets[0]
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Hub {

@@ -113,17 +113,66 @@ pub async fn serve_on_with(
             }
         }));
     }
+    let header_timeout = hub.config.header_timeout;
     let app = http::router(hub);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    serve_connections(listener, app, header_timeout, shutdown).await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
     store.close().await;
-    served?;
     Ok(())
+}
+
+/// Accepts connections until `shutdown`, then waits for the open ones to
+/// finish their requests. Unlike `axum::serve` (no timer, so hyper's header
+/// read timeout is off), a client gets `header_timeout` to send its request
+/// headers, and the connection is closed past it (slowloris).
+async fn serve_connections(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // out of file descriptors and the like: back off, keep serving
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Completes on Ctrl-C (and SIGTERM on Unix).

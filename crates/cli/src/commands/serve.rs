@@ -80,6 +80,11 @@ pub struct Args {
     /// [env: MLX_HUB_MEMORY_BUDGET_BYTES (bytes)] [default: no limit]
     #[arg(long, value_name = "GIB")]
     pub memory_budget_gb: Option<f64>,
+    /// Allow browsers on this origin to call the API (CORS), e.g.
+    /// https://app.example.com; repeatable; `*` allows any
+    /// [env: MLX_HUB_CORS_ORIGINS (comma-separated)] [default: none, CORS closed]
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
     /// Do not run a queue worker in this process (run `mlx-hub worker`s instead).
     #[arg(long)]
     pub no_worker: bool,
@@ -96,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         port: args.port,
         import_root: args.import_root,
         mlflow_uri: args.mlflow_uri,
+        cors_origins: args.cors_origins,
         memory_budget_bytes: match args.memory_budget_gb {
             Some(g) if g.is_finite() && g > 0.0 => Some((g * (1u64 << 30) as f64) as u64),
             Some(g) => anyhow::bail!("--memory-budget-gb must be positive, got {g}"),

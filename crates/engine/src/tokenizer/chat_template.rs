@@ -13,6 +13,13 @@ use super::TokenizerError;
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Work one rendering may do (minijinja's fuel: about one unit per
+/// instruction). Real chat templates over long conversations use a few
+/// thousand per message; a template that loops without end (a model's
+/// `chat_template` is untrusted input) stops here with an error instead of
+/// holding the thread forever.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
 /// A compiled chat template.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -35,6 +42,7 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
@@ -68,6 +76,15 @@ impl ChatTemplate {
                     message: error_chain(&e),
                 })?;
         tmpl.render(context).map_err(|e| {
+            if e.kind() == ErrorKind::OutOfFuel {
+                return TokenizerError::TemplateRender {
+                    line: e.line(),
+                    message: format!(
+                        "rendering stopped after {TEMPLATE_FUEL} steps (a loop that does not \
+                         end?)"
+                    ),
+                };
+            }
             // `raise_exception` errors carry the template author's message.
             let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
             while let Some(err) = cur {

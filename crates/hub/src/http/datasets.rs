@@ -82,11 +82,24 @@ pub(crate) async fn upload(
     State(hub): State<Hub>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<UploadQuery>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> HubResult<Response> {
+    let content_length = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     use futures_util::StreamExt;
     crate::store::check_model_name(&name)?;
     let cap = hub.config.max_upload_bytes;
+    // refused before a byte is read when the client says how much it sends
+    if let Some(len) = content_length
+        && len > cap
+    {
+        return Err(HubError::PayloadTooLarge(format!(
+            "the upload ({len} bytes) exceeds the limit of {cap} bytes (MLX_HUB_MAX_UPLOAD_BYTES)"
+        )));
+    }
     let dir = tempfile::Builder::new()
         .prefix("upload-")
         .tempdir_in(hub.artifacts.tmp_dir())?;
@@ -95,9 +108,14 @@ pub(crate) async fn upload(
     let mut stream = body.into_data_stream();
     let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| HubError::BadRequest {
-            code: "bad_request",
-            message: format!("reading the upload: {e}"),
+        let chunk = chunk.map_err(|e| {
+            if super::exposure::is_body_timeout(&e) {
+                return super::exposure::timeout_error();
+            }
+            HubError::BadRequest {
+                code: "bad_request",
+                message: format!("reading the upload: {e}"),
+            }
         })?;
         written += chunk.len() as u64;
         if written > cap {

@@ -44,6 +44,7 @@
 //! the same router; with a token, they also accept the UI's session cookie.
 
 mod datasets;
+mod exposure;
 mod health;
 mod jobs;
 mod mlflow;
@@ -81,6 +82,8 @@ pub struct RouterBuilder {
     hub: Hub,
     body_limit: usize,
     api_token: Option<Secret>,
+    cors_origins: Vec<String>,
+    body_timeout: std::time::Duration,
 }
 
 impl RouterBuilder {
@@ -88,8 +91,22 @@ impl RouterBuilder {
         RouterBuilder {
             body_limit: hub.config.max_body_bytes,
             api_token: hub.config.api_token.clone(),
+            cors_origins: hub.config.cors_origins.clone(),
+            body_timeout: hub.config.body_timeout,
             hub,
         }
+    }
+
+    /// Origins allowed to call the API from a browser (CORS); none by default.
+    pub fn cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = origins;
+        self
+    }
+
+    /// Longest wait for the next chunk of a request body (then 408).
+    pub fn body_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Largest accepted request body, in bytes.
@@ -175,8 +192,13 @@ impl RouterBuilder {
                 .as_ref()
                 .map(|t| Sha256::digest(t.expose().as_bytes()).into()),
         };
-        api.layer(middleware::from_fn_with_state(auth, require_token))
-            .layer(Extension(http_metrics.clone()))
+        let mut api = api
+            .layer(middleware::from_fn_with_state(auth, require_token))
+            .layer(exposure::body_timeout(self.body_timeout));
+        if let Some(cors) = exposure::cors(&self.cors_origins) {
+            api = api.layer(cors);
+        }
+        api.layer(Extension(http_metrics.clone()))
             .layer(middleware::from_fn_with_state(
                 http_metrics,
                 observability::http::observe,
@@ -290,6 +312,9 @@ pub struct ApiQuery<T>(pub T);
 impl From<JsonRejection> for HubError {
     fn from(r: JsonRejection) -> Self {
         let text = r.body_text();
+        if exposure::is_body_timeout(&r) {
+            return exposure::timeout_error();
+        }
         match r.status().as_u16() {
             413 => HubError::PayloadTooLarge(text),
             415 => HubError::UnsupportedMediaType(text),

@@ -247,9 +247,14 @@ fn run(
         load_model(&dir, settings.adapter_dir.as_deref(), dense, &label)
             .map_err(|e| HubError::Internal(format!("cannot load {label}: {e}")))
             .and_then(|m| {
-                Tokenizer::from_dir(&dir).map(|t| (m, t)).map_err(|e| {
-                    HubError::Internal(format!("cannot load the tokenizer of {label}: {e}"))
-                })
+                // the tokenizer files (chat template included) are the user's
+                // input: a broken one is a 4xx naming the problem
+                Tokenizer::from_dir(&dir)
+                    .map(|t| (m, t))
+                    .map_err(|e| HubError::InvalidModelFolder {
+                        path: PathBuf::from(&label),
+                        message: format!("cannot load its tokenizer: {e}"),
+                    })
             })
     });
     drop(load_span);
