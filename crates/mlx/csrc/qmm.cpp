@@ -246,10 +246,14 @@ Kernel detect_kernel() {
 
 std::atomic<int> forced_portable{0};
 
-Kernel active_kernel() {
+Kernel best_kernel() {
   static const Kernel best = detect_kernel();
-  if (forced_portable.load(std::memory_order_relaxed)) return Kernel::Scalar;
   return best;
+}
+
+Kernel active_kernel() {
+  if (forced_portable.load(std::memory_order_relaxed)) return Kernel::Scalar;
+  return best_kernel();
 }
 
 struct Args {
@@ -785,7 +789,7 @@ bool fast_path_disabled() {
 
 const char* kernel_name() {
   if (fast_path_disabled()) return "mlx";
-  switch (active_kernel()) {
+  switch (best_kernel()) {
     case Kernel::Avx2:
       return "avx2-fma";
     case Kernel::Neon:

@@ -23,7 +23,8 @@ mlx::core::array quantized_matmul(
     int bits,
     const std::string& mode);
 
-// "avx2-fma", "neon", "scalar", or "mlx" when the fast path is turned off.
+// The best kernel this CPU runs: "avx2-fma", "neon", "scalar", or "mlx" when the
+// fast path is turned off (force_portable does not change it).
 const char* kernel_name();
 // Threads of the kernels' pool (MLX_HUB_CPU_THREADS, else the CPUs this process may use).
 int threads();
