@@ -15,7 +15,11 @@ fn normal(shape: &[i32], seed: u64) -> Array {
 
 fn quantized(n: i32, k: i32, bits: i32, group: i32, dtype: Dtype, seed: u64) -> Quantized {
     let w = normal(&[n, k], seed).mul(0.2f32).unwrap();
-    let q = quantize(&w.as_type(dtype).unwrap(), QuantSpec::new(group, bits).unwrap()).unwrap();
+    let q = quantize(
+        &w.as_type(dtype).unwrap(),
+        QuantSpec::new(group, bits).unwrap(),
+    )
+    .unwrap();
     mlx::eval([&q.weight, &q.scales, &q.biases]).unwrap();
     q
 }
@@ -105,7 +109,11 @@ fn half_precision_scales_and_activations() {
                 let x = normal(&[rows, 256], 12).as_type(xdt).unwrap();
                 let got = quantized_matmul(&x, &q, true).unwrap();
                 let want = quantized_matmul_reference(&x, &q, true).unwrap();
-                assert_matches(&got, &want, &format!("{dtype:?} scales, {xdt:?} x, {rows} rows"));
+                assert_matches(
+                    &got,
+                    &want,
+                    &format!("{dtype:?} scales, {xdt:?} x, {rows} rows"),
+                );
             }
         }
     }
@@ -218,7 +226,9 @@ fn gradients_through_x_scales_and_biases() {
                 weight: xs[1].clone(),
                 ..q.clone()
             };
-            Ok(vec![quantized_matmul(&xs[0], &qq, true)?.sum(mlx::Axes::All, false)?])
+            Ok(vec![
+                quantized_matmul(&xs[0], &qq, true)?.sum(mlx::Axes::All, false)?,
+            ])
         },
         &[x.clone(), w],
         &[1],
