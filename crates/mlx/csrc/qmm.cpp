@@ -82,6 +82,25 @@ inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+#ifdef QMM_X86
+bool has_f16c() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  }();
+  return yes;
+}
+// Converts the first multiple of 8 of count halfs; returns how many.
+__attribute__((target("avx,f16c"))) int f16_to_f32_f16c(const uint16_t* p, int count, float* out) {
+  int i = 0;
+  for (; i + 8 <= count; i += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+  return i;
+}
+#endif
+
 void load_row(const void* base, SDtype dt, size_t offset, int count, float* out) {
   switch (dt) {
     case SDtype::F32:
@@ -89,7 +108,11 @@ void load_row(const void* base, SDtype dt, size_t offset, int count, float* out)
       break;
     case SDtype::F16: {
       auto p = static_cast<const uint16_t*>(base) + offset;
-      for (int i = 0; i < count; i++) out[i] = f16_to_f32(p[i]);
+      int i = 0;
+#ifdef QMM_X86
+      if (has_f16c()) i = f16_to_f32_f16c(p, count, out);
+#endif
+      for (; i < count; i++) out[i] = f16_to_f32(p[i]);
       break;
     }
     case SDtype::BF16: {
@@ -138,7 +161,6 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stop_ = true;
-      gen_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -150,6 +172,9 @@ class Pool {
   // Runs fn(chunk) for chunk in [0, chunks), in parallel; returns when all are done.
   // `park`: the caller goes on to a BLAS call that uses every core, so the workers
   // sleep at once instead of spinning (they would take a core from OpenBLAS).
+  // Chunks are claimed with a CAS on (generation, next chunk), and completion is
+  // counted in chunks, not workers: when the machine is busy and a worker is not
+  // scheduled in time, the caller does all the chunks itself and does not wait for it.
   void run(int chunks, const std::function<void(int)>& fn, bool park = false) {
     if (threads_ == 1 || chunks <= 1) {
       for (int c = 0; c < chunks; c++) fn(c);
@@ -159,55 +184,59 @@ class Pool {
     job_ = &fn;
     chunks_ = chunks;
     park_ = park;
-    next_.store(0, std::memory_order_relaxed);
-    busy_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    uint64_t gen;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      gen_.fetch_add(1, std::memory_order_release);
+      gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
+      state_.store(gen << 32, std::memory_order_release);
     }
     cv_.notify_all();
-    work();
-    for (long spins = 0; busy_.load(std::memory_order_acquire) != 0; spins++) {
-      if (spins < 200000) {
+    work(gen);
+    for (long spins = 0; done_.load(std::memory_order_acquire) != chunks; spins++) {
+      if (spins < 2000) {
         cpu_relax();
       } else {
         std::this_thread::yield();
       }
     }
-    job_ = nullptr;
   }
 
  private:
-  void work() {
+  // Claims and runs chunks of generation `gen` until none are left.
+  void work(uint64_t gen) {
+    uint64_t st = state_.load(std::memory_order_acquire);
     for (;;) {
-      int c = next_.fetch_add(1, std::memory_order_relaxed);
-      if (c >= chunks_) break;
-      (*job_)(c);
+      if ((st >> 32) != gen) return;
+      uint32_t c = static_cast<uint32_t>(st);
+      if (static_cast<int>(c) >= chunks_) return;
+      if (state_.compare_exchange_weak(st, st + 1, std::memory_order_acq_rel)) {
+        (*job_.load(std::memory_order_relaxed))(static_cast<int>(c));
+        done_.fetch_add(1, std::memory_order_acq_rel);
+        st = state_.load(std::memory_order_acquire);
+      }
     }
   }
   void loop() {
-    // Generation 0 is the pool's start: a job posted before this thread first runs
-    // has made gen_ 1 already, and must not be missed.
     uint64_t seen = 0;
     bool park = false;
     for (;;) {
-      bool woke = false;
-      for (int spins = 0; !park && spins < 20000; spins++) {
-        if (gen_.load(std::memory_order_acquire) != seen) {
-          woke = true;
-          break;
-        }
+      uint64_t gen = 0;
+      for (int spins = 0; !park && spins < 2000; spins++) {
+        gen = state_.load(std::memory_order_acquire) >> 32;
+        if (gen != seen) break;
         cpu_relax();
       }
-      if (!woke) {
+      gen = state_.load(std::memory_order_acquire) >> 32;
+      if (gen == seen) {
         std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+        cv_.wait(lk, [&] { return stop_ || (state_.load(std::memory_order_acquire) >> 32) != seen; });
+        gen = state_.load(std::memory_order_acquire) >> 32;
       }
-      seen = gen_.load(std::memory_order_acquire);
       if (stop_) return;
+      seen = gen;
       park = park_;
-      work();
-      busy_.fetch_sub(1, std::memory_order_acq_rel);
+      work(gen);
     }
   }
 
@@ -215,11 +244,14 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex mu_, run_mu_;
   std::condition_variable cv_;
-  std::atomic<uint64_t> gen_{0};
-  std::atomic<int> next_{0}, busy_{0};
-  const std::function<void(int)>* job_ = nullptr;
-  int chunks_ = 0;
-  bool park_ = false;
+  // High 32 bits: the job's generation; low 32 bits: its next unclaimed chunk.
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int> done_{0};
+  // Atomics: a late worker of an earlier job may read them while the next is posted
+  // (its claim then fails on the generation).
+  std::atomic<const std::function<void(int)>*> job_{nullptr};
+  std::atomic<int> chunks_{0};
+  std::atomic<bool> park_{false};
   bool stop_ = false;
 };
 
