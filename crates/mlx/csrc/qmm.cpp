@@ -32,7 +32,7 @@
 #include <immintrin.h>
 #define QMM_X86 1
 #endif
-#if defined(__ARM_NEON)
+#if defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #endif
 
@@ -270,7 +270,7 @@ Kernel detect_kernel() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel::Avx2;
 #endif
-#if defined(__ARM_NEON)
+#if defined(__ARM_NEON) && defined(__aarch64__)
   return Kernel::Neon;
 #endif
   return Kernel::Scalar;
@@ -523,7 +523,7 @@ void rows_avx2(const Args& a, const Prepared& p, int n0, int n1) {
 }
 #endif
 
-#if defined(__ARM_NEON)
+#if defined(__ARM_NEON) && defined(__aarch64__)
 // One row of x at a time; 32 weights per step, decoded with NEON shifts and widening.
 template <int BITS>
 void rows_neon(const Args& a, const Prepared& p, int n0, int n1) {
@@ -574,7 +574,7 @@ void rows_dispatch(Kernel kern, const Args& a, const Prepared& p, int n0, int n1
     if (a.bits == 8) return rows_avx2<8>(a, p, n0, n1);
   }
 #endif
-#if defined(__ARM_NEON)
+#if defined(__ARM_NEON) && defined(__aarch64__)
   if (kern == Kernel::Neon) {
     if (a.bits == 4) return rows_neon<4>(a, p, n0, n1);
     if (a.bits == 8) return rows_neon<8>(a, p, n0, n1);
