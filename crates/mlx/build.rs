@@ -57,6 +57,7 @@ fn main() {
         .cpp(true)
         .std("c++20")
         .file("csrc/shim.cpp")
+        .file("csrc/qmm.cpp")
         .include(&include)
         .include("csrc")
         .warnings(false)

@@ -1,5 +1,6 @@
 // Thin C ABI over MLX's C++ API. Each function: convert arguments, call MLX, catch.
 #include "shim.h"
+#include "qmm.h"
 
 #include <cmath>
 #include <dlfcn.h>
@@ -795,9 +796,35 @@ mlxs_array* mlxs_quantized_matmul(
     int bits,
     const char* mode) {
   return wrap([&] {
+    return mlxs_qmm::quantized_matmul(
+        A(x), A(w), A(scales), opt(biases), transpose != 0, group_size, bits, mode);
+  });
+}
+mlxs_array* mlxs_quantized_matmul_mlx(
+    const mlxs_array* x,
+    const mlxs_array* w,
+    const mlxs_array* scales,
+    const mlxs_array* biases,
+    int transpose,
+    int group_size,
+    int bits,
+    const char* mode) {
+  return wrap([&] {
     return mx::quantized_matmul(
         A(x), A(w), A(scales), opt(biases), transpose != 0, group_size, bits, mode);
   });
+}
+const char* mlxs_qmm_kernel(void) {
+  return mlxs_qmm::kernel_name();
+}
+int mlxs_qmm_threads(void) {
+  return mlxs_qmm::threads();
+}
+uint64_t mlxs_qmm_calls(void) {
+  return mlxs_qmm::calls();
+}
+void mlxs_qmm_force_portable(int on) {
+  mlxs_qmm::force_portable(on != 0);
 }
 
 // ----- random

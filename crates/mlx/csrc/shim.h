@@ -132,7 +132,15 @@ mlxs_array* mlxs_fast_sdpa(const mlxs_array* q, const mlxs_array* k, const mlxs_
 // ----- quantization
 int mlxs_quantize(const mlxs_array* w, int group_size, int bits, const char* mode, mlxs_vec* out);
 mlxs_array* mlxs_dequantize(const mlxs_array* w, const mlxs_array* scales, const mlxs_array* biases, int group_size, int bits, const char* mode, int dtype);
+// On the CPU, affine 4/8-bit transposed products run our kernels (csrc/qmm.cpp).
 mlxs_array* mlxs_quantized_matmul(const mlxs_array* x, const mlxs_array* w, const mlxs_array* scales, const mlxs_array* biases, int transpose, int group_size, int bits, const char* mode);
+// Always MLX's own quantized matmul (the reference the fast path is tested against).
+mlxs_array* mlxs_quantized_matmul_mlx(const mlxs_array* x, const mlxs_array* w, const mlxs_array* scales, const mlxs_array* biases, int transpose, int group_size, int bits, const char* mode);
+// The CPU quantized-matmul kernel in use ("avx2-fma", "neon", "scalar", "mlx") and its threads.
+const char* mlxs_qmm_kernel(void);
+int mlxs_qmm_threads(void);
+void mlxs_qmm_force_portable(int on);
+uint64_t mlxs_qmm_calls(void);
 
 // ----- random (key may be NULL: MLX's global key)
 mlxs_array* mlxs_random_key(uint64_t seed);

@@ -210,6 +210,20 @@ unsafe extern "C" {
         bits: c_int,
         mode: *const c_char,
     ) -> A;
+    pub fn mlxs_quantized_matmul_mlx(
+        x: CA,
+        w: CA,
+        scales: CA,
+        biases: CA,
+        transpose: c_int,
+        group_size: c_int,
+        bits: c_int,
+        mode: *const c_char,
+    ) -> A;
+    pub fn mlxs_qmm_kernel() -> *const c_char;
+    pub fn mlxs_qmm_threads() -> c_int;
+    pub fn mlxs_qmm_force_portable(on: c_int);
+    pub fn mlxs_qmm_calls() -> u64;
 
     pub fn mlxs_random_key(seed: u64) -> A;
     pub fn mlxs_random_seed(seed: u64);

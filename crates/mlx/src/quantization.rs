@@ -93,10 +93,37 @@ pub fn dequantize(q: &Quantized, dtype: Option<Dtype>) -> Result<Array> {
 
 /// `x @ dequantize(w).T` (or `x @ dequantize(w)` when `transpose` is false) without
 /// materialising the dequantized matrix.
+///
+/// On the CPU, the transposed product with 4- or 8-bit weights and groups of 32, 64
+/// or 128 (what quantized Linear layers compute) runs our own kernels ([`cpu_kernel`]);
+/// everything else, and every GPU stream, runs MLX's. Both are lazy, compile, and give
+/// the gradient with respect to `x` (and to scales and biases, as MLX does).
+/// `MLX_HUB_QMM=mlx` turns our kernels off.
 pub fn quantized_matmul(x: &Array, q: &Quantized, transpose: bool) -> Result<Array> {
+    qmm(ffi::mlxs_quantized_matmul, x, q, transpose)
+}
+
+/// [`quantized_matmul`] always with MLX's own kernels: the reference ours are
+/// tested and benchmarked against.
+pub fn quantized_matmul_reference(x: &Array, q: &Quantized, transpose: bool) -> Result<Array> {
+    qmm(ffi::mlxs_quantized_matmul_mlx, x, q, transpose)
+}
+
+type QmmFn = unsafe extern "C" fn(
+    *const ffi::mlxs_array,
+    *const ffi::mlxs_array,
+    *const ffi::mlxs_array,
+    *const ffi::mlxs_array,
+    std::os::raw::c_int,
+    std::os::raw::c_int,
+    std::os::raw::c_int,
+    *const std::os::raw::c_char,
+) -> *mut ffi::mlxs_array;
+
+fn qmm(f: QmmFn, x: &Array, q: &Quantized, transpose: bool) -> Result<Array> {
     let mode = affine();
     Array::from_raw(unsafe {
-        ffi::mlxs_quantized_matmul(
+        f(
             x.as_ptr(),
             q.weight.as_ptr(),
             q.scales.as_ptr(),
@@ -107,4 +134,34 @@ pub fn quantized_matmul(x: &Array, q: &Quantized, transpose: bool) -> Result<Arr
             mode.as_ptr(),
         )
     })
+}
+
+/// Which of our CPU quantized-matmul kernels runs here, and on how many threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuKernel {
+    /// `avx2-fma`, `neon`, `scalar` (portable), or `mlx` when `MLX_HUB_QMM=mlx`.
+    pub name: String,
+    /// `MLX_HUB_CPU_THREADS`, else the CPUs this process may run on.
+    pub threads: i32,
+}
+
+pub fn cpu_kernel() -> CpuKernel {
+    CpuKernel {
+        name: unsafe { std::ffi::CStr::from_ptr(ffi::mlxs_qmm_kernel()) }
+            .to_string_lossy()
+            .into_owned(),
+        threads: unsafe { ffi::mlxs_qmm_threads() },
+    }
+}
+
+/// Runs the portable scalar kernel instead of the SIMD one (process-wide), so tests
+/// and benchmarks can check and compare both on one machine.
+pub fn force_portable_kernel(on: bool) {
+    unsafe { ffi::mlxs_qmm_force_portable(on as i32) }
+}
+
+/// How many products our CPU kernels have computed in this process (tests use it to
+/// see the fast path really ran).
+pub fn cpu_kernel_calls() -> u64 {
+    unsafe { ffi::mlxs_qmm_calls() }
 }

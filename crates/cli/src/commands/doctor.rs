@@ -25,6 +25,9 @@ struct Report {
     blas_detail: String,
     blas_threads: i32,
     openblas_linked: bool,
+    /// Our CPU quantized-matmul kernel: `avx2-fma`, `neon`, `scalar`, or `mlx` (off).
+    quantized_kernel: String,
+    quantized_threads: i32,
     memory_limit_bytes: usize,
     active_memory_bytes: usize,
     peak_memory_bytes: usize,
@@ -34,6 +37,7 @@ struct Report {
 
 fn report() -> Report {
     let blas = system::blas();
+    let qk = mlx::quantization::cpu_kernel();
     let mem = system::memory_stats();
     let mut warnings = Vec::new();
     let version = system::version();
@@ -64,6 +68,8 @@ fn report() -> Report {
         blas_detail: blas.detail,
         blas_threads: blas.threads,
         openblas_linked: system::OPENBLAS_LINKED,
+        quantized_kernel: qk.name,
+        quantized_threads: qk.threads,
         memory_limit_bytes: mem.limit,
         active_memory_bytes: mem.active,
         peak_memory_bytes: mem.peak,
@@ -97,6 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("  build        {}", r.blas_detail);
     }
     println!("  threads      {}", r.blas_threads);
+    println!(
+        "Quantized      {} kernel, {} threads (CPU affine 4/8-bit matmul; MLX_HUB_QMM=mlx \
+         for MLX's, MLX_HUB_CPU_THREADS to set threads)",
+        r.quantized_kernel, r.quantized_threads
+    );
     println!("Memory limit   {}", gib(r.memory_limit_bytes));
     println!(
         "  active {}, peak {}, cache {}",

@@ -195,13 +195,15 @@ impl WeightsPolicy {
 
     /// Whether to densify, and why (`"float32 (auto: cpu, fits budget)"`),
     /// for a model of `native_bytes` stored and `float32_bytes` dense on
-    /// `device` under `budget`.
+    /// `device` under `budget`. `quantized_kernel`: the CPU kernel that runs the
+    /// model's quantized layers when it has them and it is ours (not MLX's own).
     pub fn decide(
         self,
         device: &str,
         native_bytes: u64,
         float32_bytes: u64,
         budget: u64,
+        quantized_kernel: Option<&str>,
     ) -> (bool, String) {
         match self {
             WeightsPolicy::Native => (false, "native (configured)".into()),
@@ -209,6 +211,15 @@ impl WeightsPolicy {
             WeightsPolicy::Auto if device != "cpu" => {
                 (false, format!("native (auto: {device} device)"))
             }
+            // Decode is memory-bound: 4-bit weights read ~1/6 of float32's bytes per
+            // token, and prefill dequantizes tiles for sgemm, so quantized stays.
+            WeightsPolicy::Auto if quantized_kernel.is_some() => (
+                false,
+                format!(
+                    "native (auto: cpu, quantized layers run the {} kernel)",
+                    quantized_kernel.unwrap_or_default()
+                ),
+            ),
             WeightsPolicy::Auto if float32_bytes > budget => (
                 false,
                 format!(
@@ -706,11 +717,23 @@ impl Pool {
         let budget = self.inner.config.memory_budget_bytes;
         let device = mlx::system::default_device().name();
         let float32_size = float32_weight_bytes(&config);
-        let (densify, weights_choice) =
-            self.inner
-                .config
-                .weights
-                .decide(device, native_size, float32_size, budget);
+        let (densify, weights_choice) = self.inner.config.weights.decide(
+            device,
+            native_size,
+            float32_size,
+            budget,
+            {
+                // Ours covers affine 4/8-bit; other quantizations stay MLX's.
+                let kernel = mlx::quantization::cpu_kernel().name;
+                config
+                    .quantization
+                    .as_ref()
+                    .filter(|q| q.default.mode == "affine" && matches!(q.default.bits, 4 | 8))
+                    .filter(|_| kernel != "mlx")
+                    .map(|_| kernel)
+            }
+            .as_deref(),
+        );
         // densified: the float32 copies (the files' size when already float32)
         let size = if densify {
             float32_size.max(native_size)
@@ -969,25 +992,38 @@ mod tests {
         assert!(WeightsPolicy::parse("fp16").is_none());
         let auto = WeightsPolicy::Auto;
         assert_eq!(
-            auto.decide("cpu", 100, 400, 1000),
+            auto.decide("cpu", 100, 400, 1000, None),
             (true, "float32 (auto: cpu, fits budget)".into())
         );
-        assert!(!auto.decide("cpu", 100, 400, 399).0);
+        assert!(!auto.decide("cpu", 100, 400, 399, None).0);
         assert!(
-            auto.decide("cpu", 100, 400, 399)
+            auto.decide("cpu", 100, 400, 399, None)
                 .1
                 .contains("over the 399-byte budget")
         );
         assert_eq!(
-            auto.decide("gpu", 100, 400, 1000),
+            auto.decide("gpu", 100, 400, 1000, Some("avx2-fma")),
             (false, "native (auto: gpu device)".into())
         );
         assert_eq!(
-            auto.decide("cpu", 410, 400, 1000).1,
+            auto.decide("cpu", 410, 400, 1000, None).1,
             "float32 (auto: cpu, stored as float32)"
         );
-        assert!(!WeightsPolicy::Native.decide("cpu", 100, 400, 1000).0);
-        assert!(WeightsPolicy::Float32.decide("gpu", 100, 400, 1).0);
+        assert!(!WeightsPolicy::Native.decide("cpu", 100, 400, 1000, None).0);
+        assert!(WeightsPolicy::Float32.decide("gpu", 100, 400, 1, None).0);
+        // Quantized layers with our CPU kernel: stay quantized; forced float32 still wins.
+        assert_eq!(
+            auto.decide("cpu", 100, 400, 1000, Some("avx2-fma")),
+            (
+                false,
+                "native (auto: cpu, quantized layers run the avx2-fma kernel)".into()
+            )
+        );
+        assert!(
+            WeightsPolicy::Float32
+                .decide("cpu", 100, 400, 1000, Some("avx2-fma"))
+                .0
+        );
     }
 
     #[test]

@@ -1,0 +1,846 @@
+// Our affine quantized matmul for the CPU, `y = x @ dequantize(w).T`, as an MLX
+// custom primitive (see qmm.h for when it is used).
+//
+// Layout (MLX's affine format): w is [N, K * bits / 32] uint32, element j of a row at
+// bits `bits * (j % (32 / bits))` of word `j / (32 / bits)`; scales and biases are
+// [N, K / group_size] and the value is `scale * q + bias`. So per output row n:
+//   y[m, n] = sum_g scale[n, g] * (q[n, g] . x[m, g]) + bias[n, g] * sum(x[m, g]).
+//
+// Kernels: AVX2/FMA (chosen at run time with __builtin_cpu_supports), NEON where it
+// compiles, and a portable scalar loop. Few rows (decode): a fused matrix-vector kernel
+// reading each weight once for up to 4 rows of x. Many rows (prefill, training): tiles of
+// w dequantized to float (in parallel) and multiplied with the BLAS's sgemm.
+// Work is split over output rows on a small persistent thread pool.
+#include "qmm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <functional>
+#include <mutex>
+#include <sched.h>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QMM_X86 1
+#endif
+#if defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/mlx.h"
+#include "mlx/primitives.h"
+
+namespace mx = mlx::core;
+using mx::array;
+
+namespace {
+
+// ----- scale/bias loading: float32, float16 or bfloat16 converted to float
+
+enum class SDtype { F32, F16, BF16 };
+
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = (h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {  // subnormal: normalise
+      int e = -1;
+      do {
+        e++;
+        man <<= 1;
+      } while ((man & 0x400u) == 0);
+      bits = sign | (uint32_t(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+  } else if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+#ifdef QMM_X86
+bool has_f16c() {
+  static const bool yes = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  }();
+  return yes;
+}
+// Converts the first multiple of 8 of count halfs; returns how many.
+__attribute__((target("avx,f16c"))) int f16_to_f32_f16c(const uint16_t* p, int count, float* out) {
+  int i = 0;
+  for (; i + 8 <= count; i += 8) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
+  }
+  return i;
+}
+#endif
+
+void load_row(const void* base, SDtype dt, size_t offset, int count, float* out) {
+  switch (dt) {
+    case SDtype::F32:
+      std::memcpy(out, static_cast<const float*>(base) + offset, count * sizeof(float));
+      break;
+    case SDtype::F16: {
+      auto p = static_cast<const uint16_t*>(base) + offset;
+      int i = 0;
+#ifdef QMM_X86
+      if (has_f16c()) i = f16_to_f32_f16c(p, count, out);
+#endif
+      for (; i < count; i++) out[i] = f16_to_f32(p[i]);
+      break;
+    }
+    case SDtype::BF16: {
+      auto p = static_cast<const uint16_t*>(base) + offset;
+      for (int i = 0; i < count; i++) out[i] = bf16_to_f32(p[i]);
+      break;
+    }
+  }
+}
+
+// ----- the thread pool
+
+int default_threads() {
+  if (const char* env = std::getenv("MLX_HUB_CPU_THREADS")) {
+    int n = std::atoi(env);
+    if (n >= 1) return std::min(n, 256);
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n >= 1) return n;
+  }
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+inline void cpu_relax() {
+#ifdef QMM_X86
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// The caller plus threads-1 workers take chunks from a shared counter. Workers spin a
+// little after a job (decode issues hundreds of small jobs per token back to back),
+// then sleep on a condition variable, so an idle pool costs nothing.
+class Pool {
+ public:
+  explicit Pool(int threads) : threads_(std::max(1, threads)) {
+    for (int i = 1; i < threads_; i++) {
+      workers_.emplace_back([this] { loop(); });
+    }
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+  }
+  int threads() const {
+    return threads_;
+  }
+
+  // Runs fn(chunk) for chunk in [0, chunks), in parallel; returns when all are done.
+  // `park`: the caller goes on to a BLAS call that uses every core, so the workers
+  // sleep at once instead of spinning (they would take a core from OpenBLAS).
+  // Chunks are claimed with a CAS on (generation, next chunk), and completion is
+  // counted in chunks, not workers: when the machine is busy and a worker is not
+  // scheduled in time, the caller does all the chunks itself and does not wait for it.
+  void run(int chunks, const std::function<void(int)>& fn, bool park = false) {
+    if (threads_ == 1 || chunks <= 1) {
+      for (int c = 0; c < chunks; c++) fn(c);
+      return;
+    }
+    std::lock_guard<std::mutex> serial(run_mu_);  // one job at a time (several streams)
+    job_ = &fn;
+    chunks_ = chunks;
+    park_ = park;
+    done_.store(0, std::memory_order_relaxed);
+    uint64_t gen;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
+      state_.store(gen << 32, std::memory_order_release);
+    }
+    cv_.notify_all();
+    work(gen);
+    for (long spins = 0; done_.load(std::memory_order_acquire) != chunks; spins++) {
+      if (spins < 2000) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  // Claims and runs chunks of generation `gen` until none are left.
+  void work(uint64_t gen) {
+    uint64_t st = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((st >> 32) != gen) return;
+      uint32_t c = static_cast<uint32_t>(st);
+      if (static_cast<int>(c) >= chunks_) return;
+      if (state_.compare_exchange_weak(st, st + 1, std::memory_order_acq_rel)) {
+        (*job_.load(std::memory_order_relaxed))(static_cast<int>(c));
+        done_.fetch_add(1, std::memory_order_acq_rel);
+        st = state_.load(std::memory_order_acquire);
+      }
+    }
+  }
+  void loop() {
+    uint64_t seen = 0;
+    bool park = false;
+    for (;;) {
+      uint64_t gen = 0;
+      for (int spins = 0; !park && spins < 2000; spins++) {
+        gen = state_.load(std::memory_order_acquire) >> 32;
+        if (gen != seen) break;
+        cpu_relax();
+      }
+      gen = state_.load(std::memory_order_acquire) >> 32;
+      if (gen == seen) {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return stop_ || (state_.load(std::memory_order_acquire) >> 32) != seen; });
+        gen = state_.load(std::memory_order_acquire) >> 32;
+      }
+      if (stop_) return;
+      seen = gen;
+      park = park_;
+      work(gen);
+    }
+  }
+
+  int threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_, run_mu_;
+  std::condition_variable cv_;
+  // High 32 bits: the job's generation; low 32 bits: its next unclaimed chunk.
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int> done_{0};
+  // Atomics: a late worker of an earlier job may read them while the next is posted
+  // (its claim then fails on the generation).
+  std::atomic<const std::function<void(int)>*> job_{nullptr};
+  std::atomic<int> chunks_{0};
+  std::atomic<bool> park_{false};
+  bool stop_ = false;
+};
+
+Pool& pool() {
+  // Leaked on purpose: workers must not be joined during static destruction.
+  static Pool* p = new Pool(default_threads());
+  return *p;
+}
+
+// ----- kernels
+
+enum class Kernel { Scalar = 0, Avx2 = 1, Neon = 2 };
+
+Kernel detect_kernel() {
+#ifdef QMM_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel::Avx2;
+#endif
+#if defined(__ARM_NEON) && defined(__aarch64__)
+  return Kernel::Neon;
+#endif
+  return Kernel::Scalar;
+}
+
+std::atomic<int> forced_portable{0};
+
+Kernel best_kernel() {
+  static const Kernel best = detect_kernel();
+  return best;
+}
+
+Kernel active_kernel() {
+  if (forced_portable.load(std::memory_order_relaxed)) return Kernel::Scalar;
+  return best_kernel();
+}
+
+struct Args {
+  const float* x;      // [M, K], row-contiguous
+  const uint32_t* w;   // [N, K * bits / 32]
+  const void* scales;  // [N, G]
+  const void* biases;  // [N, G]
+  SDtype sdt;
+  float* y;  // [M, N]
+  int M, N, K, gs, bits;
+  int G() const {
+    return K / gs;
+  }
+  size_t row_bytes() const {
+    return static_cast<size_t>(K) * bits / 8;
+  }
+};
+
+// Per-call prepared activations: the sum of x over each group (for the bias term) and,
+// for the 4-bit SIMD kernels, x reordered within each 32 so that lanes line up with the
+// low and high nibbles of 16 packed bytes (byte i holds elements 2i and 2i+1).
+struct Prepared {
+  std::vector<float> xs;    // [M, G]
+  std::vector<float> xp;    // [M, K] (4-bit SIMD only)
+  const float* xv;          // what the kernels read: xp or the original x
+};
+
+void prepare(const Args& a, Kernel kern, Prepared& p) {
+  int G = a.G();
+  p.xs.assign(static_cast<size_t>(a.M) * G, 0.0f);
+  for (int m = 0; m < a.M; m++) {
+    const float* xr = a.x + static_cast<size_t>(m) * a.K;
+    for (int g = 0; g < G; g++) {
+      float s = 0;
+      for (int i = 0; i < a.gs; i++) s += xr[g * a.gs + i];
+      p.xs[static_cast<size_t>(m) * G + g] = s;
+    }
+  }
+  p.xv = a.x;
+  if (a.bits != 4 || kern == Kernel::Scalar) return;
+  p.xp.resize(static_cast<size_t>(a.M) * a.K);
+  for (int m = 0; m < a.M; m++) {
+    const float* xr = a.x + static_cast<size_t>(m) * a.K;
+    float* out = p.xp.data() + static_cast<size_t>(m) * a.K;
+    for (int c = 0; c < a.K; c += 32) {
+      if (kern == Kernel::Avx2) {
+        // low nibbles of bytes 0..7 | 8..15, then high nibbles of bytes 0..7 | 8..15
+        for (int i = 0; i < 8; i++) {
+          out[c + i] = xr[c + 2 * i];
+          out[c + 8 + i] = xr[c + 16 + 2 * i];
+          out[c + 16 + i] = xr[c + 2 * i + 1];
+          out[c + 24 + i] = xr[c + 17 + 2 * i];
+        }
+      } else {
+        // NEON: low nibbles of bytes 0..15, then high nibbles of bytes 0..15
+        for (int i = 0; i < 16; i++) {
+          out[c + i] = xr[c + 2 * i];
+          out[c + 16 + i] = xr[c + 2 * i + 1];
+        }
+      }
+    }
+  }
+  p.xv = p.xp.data();
+}
+
+// Portable: any bits dividing 32, one output row n, rows [m0, m1) of x.
+void rows_scalar(const Args& a, const Prepared& p, int n0, int n1) {
+  int G = a.G();
+  int per = 32 / a.bits;
+  uint32_t mask = (1u << a.bits) - 1;
+  size_t words = static_cast<size_t>(a.K) / per;
+  std::vector<float> sc(G), bi(G);
+  for (int n = n0; n < n1; n++) {
+    load_row(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc.data());
+    load_row(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi.data());
+    const uint32_t* wr = a.w + n * words;
+    for (int m = 0; m < a.M; m++) {
+      const float* xr = a.x + static_cast<size_t>(m) * a.K;
+      const float* xs = p.xs.data() + static_cast<size_t>(m) * G;
+      float acc = 0;
+      for (int g = 0; g < G; g++) {
+        float dot = 0;
+        for (int i = g * a.gs; i < (g + 1) * a.gs; i++) {
+          uint32_t q = (wr[i / per] >> (a.bits * (i % per))) & mask;
+          dot += static_cast<float>(q) * xr[i];
+        }
+        acc += sc[g] * dot + bi[g] * xs[g];
+      }
+      a.y[static_cast<size_t>(m) * a.N + n] = acc;
+    }
+  }
+}
+
+#ifdef QMM_X86
+__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) inline __m256 u8x8_to_ps(__m128i v) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+}
+
+// Decodes 32 weights at wr (4 or 8 bits) into 4 vectors of floats. For 4 bits the lanes
+// are in nibble order (see prepare), for 8 bits in natural order.
+template <int BITS>
+__attribute__((target("avx2,fma"))) inline void decode32(
+    const uint8_t* wr, __m256& w0, __m256& w1, __m256& w2, __m256& w3) {
+  if constexpr (BITS == 4) {
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr));
+    __m128i lo = _mm_and_si128(v, low4);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
+    w0 = u8x8_to_ps(lo);
+    w1 = u8x8_to_ps(_mm_srli_si128(lo, 8));
+    w2 = u8x8_to_ps(hi);
+    w3 = u8x8_to_ps(_mm_srli_si128(hi, 8));
+  } else {
+    __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr));
+    __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + 16));
+    w0 = u8x8_to_ps(v0);
+    w1 = u8x8_to_ps(_mm_srli_si128(v0, 8));
+    w2 = u8x8_to_ps(v1);
+    w3 = u8x8_to_ps(_mm_srli_si128(v1, 8));
+  }
+}
+
+// Up to 4 rows of x (MB) against output rows [n0, n1); each 32 weights decoded once.
+// Each 32-wide partial dot product is reduced as a tree and folded in with its group's
+// scale; with one or two rows, two accumulators per row alternate so the FMA latency
+// chain does not bound the loop.
+template <int BITS, int MB>
+__attribute__((target("avx2,fma"))) void block_avx2(
+    const Args& a, const Prepared& p, int mbase, int n0, int n1, float* sc, float* bi) {
+  constexpr int NA = MB <= 2 ? 2 : 1;
+  const int G = a.G();
+  const int chunks = a.gs / 32;
+  const size_t rb = a.row_bytes();
+  const float* xrow[MB];
+  const float* xsum[MB];
+  for (int j = 0; j < MB; j++) {
+    xrow[j] = p.xv + static_cast<size_t>(mbase + j) * a.K;
+    xsum[j] = p.xs.data() + static_cast<size_t>(mbase + j) * G;
+  }
+  for (int n = n0; n < n1; n++) {
+    load_row(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc);
+    load_row(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi);
+    const uint8_t* wr = reinterpret_cast<const uint8_t*>(a.w) + n * rb;
+    __m256 acc[MB][NA];
+    float bacc[MB];
+    for (int j = 0; j < MB; j++) {
+      for (int t = 0; t < NA; t++) acc[j][t] = _mm256_setzero_ps();
+      bacc[j] = 0;
+    }
+    int t = 0;
+    for (int g = 0; g < G; g++) {
+      const __m256 s = _mm256_set1_ps(sc[g]);
+      for (int c = 0; c < chunks; c++, t ^= (NA - 1)) {
+        const int k = g * a.gs + c * 32;
+        __m256 w0, w1, w2, w3;
+        decode32<BITS>(wr + k * BITS / 8, w0, w1, w2, w3);
+        for (int j = 0; j < MB; j++) {
+          const float* xr = xrow[j] + k;
+          __m256 p0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + 8),
+                                      _mm256_mul_ps(w0, _mm256_loadu_ps(xr)));
+          __m256 p1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xr + 24),
+                                      _mm256_mul_ps(w2, _mm256_loadu_ps(xr + 16)));
+          acc[j][t] = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), s, acc[j][t]);
+        }
+      }
+      for (int j = 0; j < MB; j++) bacc[j] += bi[g] * xsum[j][g];
+    }
+    for (int j = 0; j < MB; j++) {
+      __m256 v = acc[j][0];
+      if constexpr (NA == 2) v = _mm256_add_ps(v, acc[j][1]);
+      a.y[static_cast<size_t>(mbase + j) * a.N + n] = hsum256(v) + bacc[j];
+    }
+  }
+}
+
+// Rows [n0, n1) of w dequantized to float, in natural element order.
+template <int BITS>
+__attribute__((target("avx2,fma"))) void dequant_avx2(
+    const Args& a, int n0, int n1, float* out, float* sc, float* bi) {
+  const int G = a.G();
+  const size_t rb = a.row_bytes();
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  for (int n = n0; n < n1; n++) {
+    load_row(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc);
+    load_row(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi);
+    const uint8_t* wr = reinterpret_cast<const uint8_t*>(a.w) + n * rb;
+    float* o = out + static_cast<size_t>(n - n0) * a.K;
+    for (int k = 0; k < a.K; k += 32) {
+      const __m256 s = _mm256_set1_ps(sc[k / a.gs]);
+      const __m256 b = _mm256_set1_ps(bi[k / a.gs]);
+      __m128i e0, e1;
+      if constexpr (BITS == 4) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + k / 2));
+        __m128i lo = _mm_and_si128(v, low4);
+        __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
+        e0 = _mm_unpacklo_epi8(lo, hi);  // elements 0..15
+        e1 = _mm_unpackhi_epi8(lo, hi);  // elements 16..31
+      } else {
+        e0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + k));
+        e1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + k + 16));
+      }
+      _mm256_storeu_ps(o + k, _mm256_fmadd_ps(u8x8_to_ps(e0), s, b));
+      _mm256_storeu_ps(o + k + 8, _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(e0, 8)), s, b));
+      _mm256_storeu_ps(o + k + 16, _mm256_fmadd_ps(u8x8_to_ps(e1), s, b));
+      _mm256_storeu_ps(o + k + 24, _mm256_fmadd_ps(u8x8_to_ps(_mm_srli_si128(e1, 8)), s, b));
+    }
+  }
+}
+
+template <int BITS>
+void rows_avx2(const Args& a, const Prepared& p, int n0, int n1) {
+  std::vector<float> sc(a.G()), bi(a.G());
+  int m = 0;
+  for (; m + 4 <= a.M; m += 4) block_avx2<BITS, 4>(a, p, m, n0, n1, sc.data(), bi.data());
+  switch (a.M - m) {
+    case 3:
+      block_avx2<BITS, 3>(a, p, m, n0, n1, sc.data(), bi.data());
+      break;
+    case 2:
+      block_avx2<BITS, 2>(a, p, m, n0, n1, sc.data(), bi.data());
+      break;
+    case 1:
+      block_avx2<BITS, 1>(a, p, m, n0, n1, sc.data(), bi.data());
+      break;
+    default:
+      break;
+  }
+}
+#endif
+
+#if defined(__ARM_NEON) && defined(__aarch64__)
+// One row of x at a time; 32 weights per step, decoded with NEON shifts and widening.
+template <int BITS>
+void rows_neon(const Args& a, const Prepared& p, int n0, int n1) {
+  const int G = a.G();
+  const size_t rb = a.row_bytes();
+  std::vector<float> sc(G), bi(G);
+  for (int n = n0; n < n1; n++) {
+    load_row(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc.data());
+    load_row(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi.data());
+    const uint8_t* wr = reinterpret_cast<const uint8_t*>(a.w) + n * rb;
+    for (int m = 0; m < a.M; m++) {
+      const float* xr = p.xv + static_cast<size_t>(m) * a.K;
+      float acc = 0;
+      for (int g = 0; g < G; g++) {
+        float32x4_t d = vdupq_n_f32(0);
+        for (int k = g * a.gs; k < (g + 1) * a.gs; k += 32) {
+          uint8x16_t q[2];
+          if constexpr (BITS == 4) {
+            uint8x16_t v = vld1q_u8(wr + k / 2);
+            q[0] = vandq_u8(v, vdupq_n_u8(0x0f));
+            q[1] = vshrq_n_u8(v, 4);
+          } else {
+            q[0] = vld1q_u8(wr + k);
+            q[1] = vld1q_u8(wr + k + 16);
+          }
+          for (int h = 0; h < 2; h++) {
+            uint16x8_t lo = vmovl_u8(vget_low_u8(q[h]));
+            uint16x8_t hi = vmovl_u8(vget_high_u8(q[h]));
+            const float* xx = xr + k + 16 * h;
+            d = vfmaq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_low_u16(lo))), vld1q_f32(xx));
+            d = vfmaq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_high_u16(lo))), vld1q_f32(xx + 4));
+            d = vfmaq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_low_u16(hi))), vld1q_f32(xx + 8));
+            d = vfmaq_f32(d, vcvtq_f32_u32(vmovl_u16(vget_high_u16(hi))), vld1q_f32(xx + 12));
+          }
+        }
+        acc += sc[g] * vaddvq_f32(d) + bi[g] * p.xs[static_cast<size_t>(m) * G + g];
+      }
+      a.y[static_cast<size_t>(m) * a.N + n] = acc;
+    }
+  }
+}
+#endif
+
+void rows_dispatch(Kernel kern, const Args& a, const Prepared& p, int n0, int n1) {
+#ifdef QMM_X86
+  if (kern == Kernel::Avx2) {
+    if (a.bits == 4) return rows_avx2<4>(a, p, n0, n1);
+    if (a.bits == 8) return rows_avx2<8>(a, p, n0, n1);
+  }
+#endif
+#if defined(__ARM_NEON) && defined(__aarch64__)
+  if (kern == Kernel::Neon) {
+    if (a.bits == 4) return rows_neon<4>(a, p, n0, n1);
+    if (a.bits == 8) return rows_neon<8>(a, p, n0, n1);
+  }
+#endif
+  rows_scalar(a, p, n0, n1);
+}
+
+// Dequantizes rows [n0, n1) of w into out ([n1 - n0, K] floats).
+void dequant_rows(Kernel kern, const Args& a, int n0, int n1, float* out) {
+  const int G = a.G();
+#ifdef QMM_X86
+  if (kern == Kernel::Avx2 && (a.bits == 4 || a.bits == 8)) {
+    std::vector<float> sc(G), bi(G);
+    if (a.bits == 4) return dequant_avx2<4>(a, n0, n1, out, sc.data(), bi.data());
+    return dequant_avx2<8>(a, n0, n1, out, sc.data(), bi.data());
+  }
+#endif
+  const int per = 32 / a.bits;
+  const uint32_t mask = (1u << a.bits) - 1;
+  const size_t words = static_cast<size_t>(a.K) / per;
+  std::vector<float> sc(G), bi(G);
+  for (int n = n0; n < n1; n++) {
+    load_row(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc.data());
+    load_row(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi.data());
+    const uint32_t* wr = a.w + n * words;
+    float* o = out + static_cast<size_t>(n - n0) * a.K;
+    for (size_t wi = 0; wi < words; wi++) {
+      uint32_t word = wr[wi];
+      int base = static_cast<int>(wi) * per;
+      float s = sc[base / a.gs], b = bi[base / a.gs];
+      for (int j = 0; j < per; j++) {
+        o[base + j] = s * static_cast<float>((word >> (a.bits * j)) & mask) + b;
+      }
+    }
+  }
+}
+
+using sgemm_fn = void (*)(int, int, int, int, int, int, float, const float*, int,
+                          const float*, int, float, float*, int);
+
+sgemm_fn find_sgemm() {
+  static const sgemm_fn f = reinterpret_cast<sgemm_fn>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+  return f;
+}
+
+// From this many rows of x on, dequantize tiles and use sgemm.
+constexpr int kGemmRows = 16;
+
+std::atomic<uint64_t> runs{0};
+
+void run(const Args& a) {
+  runs.fetch_add(1, std::memory_order_relaxed);
+  Pool& tp = pool();
+  const Kernel kern = active_kernel();
+  sgemm_fn sgemm = find_sgemm();
+  if (a.M >= kGemmRows && sgemm != nullptr) {
+    // Tiles of about 1 MB of floats: dequantized in parallel, then one sgemm each.
+    int tile = std::max(64, static_cast<int>((1 << 20) / (static_cast<size_t>(a.K) * 4)));
+    tile = std::min(tile, a.N);
+    // Per calling thread; the workers get its address (a thread_local named inside the
+    // lambda would be each worker's own).
+    thread_local std::vector<float> tls_buf;
+    tls_buf.resize(static_cast<size_t>(tile) * a.K);
+    float* buf = tls_buf.data();
+    for (int t0 = 0; t0 < a.N; t0 += tile) {
+      int rows = std::min(tile, a.N - t0);
+      int parts = std::min(tp.threads() * 2, std::max(1, rows / 16));
+      int step = (rows + parts - 1) / parts;
+      tp.run(parts, [&](int c) {
+        int r0 = c * step, r1 = std::min(rows, r0 + step);
+        if (r0 < r1) dequant_rows(kern, a, t0 + r0, t0 + r1, buf + static_cast<size_t>(r0) * a.K);
+      }, /*park=*/true);
+      // Row-major, y[:, t0:t0+rows] = x [M,K] . tile[rows,K]^T
+      sgemm(101, 111, 112, a.M, rows, a.K, 1.0f, a.x, a.K, buf, a.K, 0.0f, a.y + t0, a.N);
+    }
+    return;
+  }
+  Prepared p;
+  prepare(a, kern, p);
+  // Chunks of output rows: a few per thread for balance, at least 8 rows each.
+  int chunks = std::max(1, std::min(a.N / 8, tp.threads() * 4));
+  int step = (a.N + chunks - 1) / chunks;
+  tp.run(chunks, [&](int c) {
+    int n0 = c * step, n1 = std::min(a.N, n0 + step);
+    if (n0 < n1) rows_dispatch(kern, a, p, n0, n1);
+  });
+}
+
+SDtype sdtype_of(const array& a) {
+  if (a.dtype() == mx::float32) return SDtype::F32;
+  if (a.dtype() == mx::float16) return SDtype::F16;
+  if (a.dtype() == mx::bfloat16) return SDtype::BF16;
+  throw std::invalid_argument("quantized matmul: scales must be float32, float16 or bfloat16");
+}
+
+// ----- the primitive
+
+class HubQuantizedMatmul : public mx::UnaryPrimitive {
+ public:
+  HubQuantizedMatmul(mx::Stream s, int group_size, int bits)
+      : mx::UnaryPrimitive(s), gs_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<array>& inputs, array& out) override {
+    const array& x = inputs[0];
+    const array& w = inputs[1];
+    const array& scales = inputs[2];
+    const array& biases = inputs[3];
+    for (const array* in : {&x, &w, &scales, &biases}) {
+      if (!in->flags().row_contiguous) {
+        throw std::runtime_error("HubQuantizedMatmul: inputs must be row-contiguous");
+      }
+    }
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    Args a;
+    a.K = x.shape(-1);
+    a.M = a.K == 0 ? 0 : static_cast<int>(x.size() / a.K);
+    a.N = w.shape(0);
+    a.gs = gs_;
+    a.bits = bits_;
+    a.sdt = sdtype_of(scales);
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_input_array(w);
+    enc.set_input_array(scales);
+    enc.set_input_array(biases);
+    enc.set_output_array(out);
+    a.x = x.data<float>();
+    a.w = w.data<uint32_t>();
+    a.scales = scales.data<void>();
+    a.biases = biases.data<void>();
+    a.y = out.data<float>();
+    enc.dispatch([a]() {
+      if (a.M > 0 && a.N > 0) run(a);
+    });
+  }
+
+  void eval_gpu(const std::vector<array>&, array&) override {
+    // Never built for a GPU stream: mlxs_quantized_matmul uses MLX's own op there.
+    throw std::runtime_error("HubQuantizedMatmul runs on the CPU only");
+  }
+
+  std::vector<array> vjp(
+      const std::vector<array>& primals,
+      const std::vector<array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<array>& outputs) override {
+    const array& x = primals[0];
+    const array& w = primals[1];
+    const array& cot = cotangents[0];
+    std::vector<array> grads;
+    std::optional<std::vector<array>> sb;
+    for (int arg : argnums) {
+      if (arg == 0) {
+        // dx = dy @ dequantize(w): MLX's non-transposed quantized matmul.
+        grads.push_back(mx::quantized_matmul(
+            cot, w, primals[2], primals[3], false, gs_, bits_, "affine", stream()));
+      } else if (arg == 1) {
+        throw std::invalid_argument(
+            "[quantized_matmul] cannot compute the gradient with respect to the quantized weights");
+      } else {
+        if (!sb) {
+          int gs = gs_, bits = bits_;
+          auto f = [x, w, gs, bits](const std::vector<array>& in) {
+            return std::vector<array>{
+                mx::quantized_matmul(x, w, in[0], in[1], true, gs, bits, "affine")};
+          };
+          sb = mx::vjp(f, {primals[2], primals[3]}, {cot}).second;
+        }
+        grads.push_back((*sb)[arg - 2]);
+      }
+    }
+    return grads;
+  }
+
+  const char* name() const override {
+    return "HubQuantizedMatmul";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const HubQuantizedMatmul*>(&other);
+    return o != nullptr && o->gs_ == gs_ && o->bits_ == bits_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<array>& inputs) override {
+    mx::Shape s = inputs[0].shape();
+    s.back() = inputs[1].shape(0);
+    return {s};
+  }
+
+ private:
+  int gs_, bits_;
+};
+
+// Already evaluated and row-contiguous arrays (loaded weights) go in as they are;
+// anything else through MLX's contiguous op (a no-op copy when it already is).
+array as_contiguous(const array& a, mx::Stream s) {
+  if (a.is_available() && a.flags().row_contiguous) return a;
+  return mx::contiguous(a, false, s);
+}
+
+}  // namespace
+
+namespace mlxs_qmm {
+
+array quantized_matmul(
+    const array& x,
+    const array& w,
+    const array& scales,
+    const std::optional<array>& biases,
+    bool transpose,
+    int group_size,
+    int bits,
+    const std::string& mode) {
+  // MLX's op checks the arguments (its messages), gives the output shape/dtype and the
+  // stream; it stays an unevaluated node when the fast path replaces it.
+  array ref = mx::quantized_matmul(x, w, scales, biases, transpose, group_size, bits, mode);
+  mx::Stream s = ref.primitive().stream();
+  bool fast = s.device == mx::Device::cpu && mode == "affine" && transpose && biases &&
+              (bits == 4 || bits == 8) &&
+              (group_size == 32 || group_size == 64 || group_size == 128) && w.ndim() == 2 &&
+              scales.ndim() == 2 && biases->ndim() == 2 && w.dtype() == mx::uint32 &&
+              scales.dtype() == biases->dtype() &&
+              (scales.dtype() == mx::float32 || scales.dtype() == mx::float16 ||
+               scales.dtype() == mx::bfloat16) &&
+              (ref.dtype() == mx::float32 || ref.dtype() == mx::float16 ||
+               ref.dtype() == mx::bfloat16) &&
+              x.ndim() >= 1 && x.shape(-1) % group_size == 0 && !fast_path_disabled();
+  if (!fast) return ref;
+  array xf = as_contiguous(x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32, s), s);
+  std::vector<array> inputs{
+      xf, as_contiguous(w, s), as_contiguous(scales, s), as_contiguous(*biases, s)};
+  mx::Shape shape = ref.shape();
+  array y(std::move(shape), mx::float32,
+          std::make_shared<HubQuantizedMatmul>(s, group_size, bits), std::move(inputs));
+  return ref.dtype() == mx::float32 ? y : mx::astype(y, ref.dtype(), s);
+}
+
+bool fast_path_disabled() {
+  static const bool off = [] {
+    const char* v = std::getenv("MLX_HUB_QMM");
+    return v != nullptr && std::string(v) == "mlx";
+  }();
+  return off;
+}
+
+const char* kernel_name() {
+  if (fast_path_disabled()) return "mlx";
+  switch (best_kernel()) {
+    case Kernel::Avx2:
+      return "avx2-fma";
+    case Kernel::Neon:
+      return "neon";
+    default:
+      return "scalar";
+  }
+}
+
+int threads() {
+  return pool().threads();
+}
+
+uint64_t calls() {
+  return runs.load(std::memory_order_relaxed);
+}
+
+void force_portable(bool on) {
+  forced_portable.store(on ? 1 : 0);
+}
+
+}  // namespace mlxs_qmm
