@@ -249,12 +249,12 @@ fn run(
             .and_then(|m| {
                 // the tokenizer files (chat template included) are the user's
                 // input: a broken one is a 4xx naming the problem
-                Tokenizer::from_dir(&dir)
-                    .map(|t| (m, t))
-                    .map_err(|e| HubError::InvalidModelFolder {
+                Tokenizer::from_dir(&dir).map(|t| (m, t)).map_err(|e| {
+                    HubError::InvalidModelFolder {
                         path: PathBuf::from(&label),
                         message: format!("cannot load its tokenizer: {e}"),
-                    })
+                    }
+                })
             })
     });
     drop(load_span);
