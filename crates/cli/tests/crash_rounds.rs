@@ -18,6 +18,10 @@
 //! default 96), `CRASH_SEED`. `scripts/crash-rounds.sh` runs more and larger
 //! rounds.
 
+mod common;
+
+use common::{bin, free_port, tiny_model};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,10 +34,6 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const LEASE_SECS: u64 = 2;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mlx-hub")
-}
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -53,21 +53,6 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-}
-
-fn fixture() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures/llama-tied-f32");
-    if dir.join("config.json").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing and CI is set",
-        dir.display()
-    );
-    eprintln!("SKIPPED: {} is missing", dir.display());
-    None
 }
 
 fn copy_flat(src: &Path, dest: &Path) {
@@ -123,14 +108,6 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<(u1
         .ok_or_else(|| format!("no HTTP status in {text:?}"))?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn now_ms() -> i64 {
@@ -350,7 +327,7 @@ const JOB_CONFIG: &str = r#"{"num_layers": -1, "batch_size": 2, "iters": 150, "s
 
 #[test]
 fn crash_rounds() {
-    let Some(model) = fixture() else {
+    let Some(model) = tiny_model() else {
         return;
     };
     let rounds = env_num("CRASH_ROUNDS", 10) as usize;

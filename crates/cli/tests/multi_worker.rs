@@ -3,6 +3,10 @@
 //! once to success; a long job's worker is SIGKILLed mid-job and the job
 //! finishes on another worker after its lease lapses.
 
+mod common;
+
+use common::bin;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,10 +14,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mlx-hub")
-}
 
 fn pg_admin_url() -> String {
     std::env::var("HUB_TEST_DATABASE_URL").unwrap_or_else(|_| PG.to_string())

@@ -2,19 +2,15 @@
 //! the Prometheus it started scrapes it (a query for the hub's build info
 //! answers), and SIGTERM to the script stops both.
 
+mod common;
+
+use common::free_port;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn installed(cmd: &str) -> bool {
     let ok = Command::new(cmd)

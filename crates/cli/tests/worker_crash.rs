@@ -4,30 +4,15 @@
 //! fails it when its last attempt is used. Nothing `ready` is incomplete and
 //! no temporary file is left behind.
 
+mod common;
+
+use common::{bin, tiny_model};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mlx-hub")
-}
-
-fn tiny_model() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures/llama-tied-f32");
-    if dir.join("config.json").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing and CI is set",
-        dir.display()
-    );
-    eprintln!("SKIPPED: {} is missing", dir.display());
-    None
-}
 
 /// `mlx-hub <command> --data-dir <dir> <args…>`, which must succeed.
 fn hub(dir: &Path, command: &str, args: &[&str]) -> Output {

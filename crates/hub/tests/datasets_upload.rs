@@ -100,35 +100,7 @@ async fn upload_size_cap() {
 
 async fn version_tags(db: TestDb) {
     let t = TestHub::new(db);
-    let s = &t.db.store;
-    let m = s
-        .create_model(&hub::store::NewModel {
-            name: "m".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let v = s
-        .create_version(
-            m.id,
-            &hub::store::NewVersion {
-                format: "mlx".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    s.add_version_files(
-        v.id,
-        &[hub::store::VersionFile {
-            path: "w".into(),
-            size_bytes: 1,
-            sha256: "b".repeat(64),
-        }],
-    )
-    .await
-    .unwrap();
-    s.mark_version_ready(v.id).await.unwrap();
+    common::seed_ready_version(&t.db.store, "m").await;
     let (st, b) = t
         .call(
             "PUT",

@@ -8,41 +8,14 @@ use axum::http::{Request, header};
 use common::TestDb;
 use common::http::{TestHub, assert_error};
 use hub::config::{ConfigOverrides, HubConfig, Secret};
-use hub::store::{MetricPoint, NewModel, NewRun, NewVersion, VersionFile};
+use hub::store::{MetricPoint, NewRun, NewVersion};
 use serde_json::{Value, json};
 
 /// A ready version and a dataset registered through the store (no fixture
 /// model needed: job validation only looks at the records).
 async fn seed(t: &TestHub) {
     let s = &t.db.store;
-    let m = s
-        .create_model(&NewModel {
-            name: "base".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let v = s
-        .create_version(
-            m.id,
-            &NewVersion {
-                format: "mlx".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    s.add_version_files(
-        v.id,
-        &[VersionFile {
-            path: "model.safetensors".into(),
-            size_bytes: 1,
-            sha256: "a".repeat(64),
-        }],
-    )
-    .await
-    .unwrap();
-    s.mark_version_ready(v.id).await.unwrap();
+    let (m, _) = common::seed_ready_version(s, "base").await;
     // version 2 stays registering
     s.create_version(
         m.id,

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::http::{copy_dir, tiny_model};
-use hub::store::{NewModel, NewVersion, VersionFile};
 use hub::{Hub, HubConfig};
 use serde_json::json;
 
@@ -92,35 +91,7 @@ impl Server {
 async fn registry_reads(srv: &Server) {
     let s = &srv.hub.store;
     for i in 0..20 {
-        let m = s
-            .create_model(&NewModel {
-                name: format!("model-{i}"),
-                description: "a model of the load test".into(),
-                tags: vec!["load".into()],
-            })
-            .await
-            .unwrap();
-        let v = s
-            .create_version(
-                m.id,
-                &NewVersion {
-                    format: "mlx".into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        s.add_version_files(
-            v.id,
-            &[VersionFile {
-                path: "model.safetensors".into(),
-                size_bytes: 1,
-                sha256: "a".repeat(64),
-            }],
-        )
-        .await
-        .unwrap();
-        s.mark_version_ready(v.id).await.unwrap();
+        common::seed_ready_version(s, &format!("model-{i}")).await;
     }
     let rps = env_num("LOAD_RPS", 200);
     let secs = env_num("LOAD_SECS", 10);

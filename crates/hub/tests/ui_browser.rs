@@ -196,6 +196,36 @@ async fn wait_js(c: &Client, expr: &str, secs: u64, what: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+/// The text of the element with id `id`.
+async fn text_of(c: &Client, id: &str) -> String {
+    c.find(Locator::Id(id)).await.unwrap().text().await.unwrap()
+}
+
+/// Clicks the element with id `id`.
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Picks `value` in the `<select>` with id `id`.
+async fn select(c: &Client, id: &str, value: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .select_by_value(value)
+        .await
+        .unwrap();
+}
+
+/// Waits until the page `<main data-page=…>` is shown.
+async fn wait_page(c: &Client, page: &str, secs: u64) {
+    let expr = format!("document.querySelector('main[data-page={page}]')");
+    wait_js(c, &expr, secs, &format!("the {page} page")).await;
+}
 
 /// The text of the form's status line once it says something final.
 async fn form_result(c: &Client, form: &str) -> (bool, String) {
@@ -315,13 +345,7 @@ async fn admin_ui_flows_in_chromium() {
 
     // `/` redirects to the models page
     c.goto(&base).await.unwrap();
-    wait_js(
-        &c,
-        "document.querySelector('main[data-page=models]')",
-        10,
-        "models page",
-    )
-    .await;
+    wait_page(&c, "models", 10).await;
     assert!(c.current_url().await.unwrap().path().starts_with("/ui"));
 
     // register a model through the form
@@ -332,20 +356,8 @@ async fn admin_ui_flows_in_chromium() {
     let (ok, text) = form_result(&c, "#register-model").await;
     assert!(ok && text.contains("Registered tiny v1"), "{text}");
     // it goes on to the model's page: version, alias, architecture
-    wait_js(
-        &c,
-        "document.querySelector('main[data-page=model]')",
-        10,
-        "model page",
-    )
-    .await;
-    let versions = c
-        .find(Locator::Id("versions-table"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    wait_page(&c, "model", 10).await;
+    let versions = text_of(&c, "versions-table").await;
     assert!(
         versions.contains("v1") && versions.contains("ready"),
         "{versions}"
@@ -369,13 +381,7 @@ async fn admin_ui_flows_in_chromium() {
 
     // the model list's search
     c.goto(&format!("{base}/ui/models?q=tin")).await.unwrap();
-    let list = c
-        .find(Locator::Id("models-table"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = text_of(&c, "models-table").await;
     assert!(
         list.contains("tiny") && list.contains("fixture, tiny"),
         "{list}"
@@ -383,13 +389,7 @@ async fn admin_ui_flows_in_chromium() {
     c.goto(&format!("{base}/ui/models?q=nothing-like-it"))
         .await
         .unwrap();
-    let list = c
-        .find(Locator::Id("models-table"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = text_of(&c, "models-table").await;
     assert!(list.contains("No models match"), "{list}");
 
     // datasets: register a folder, then a bad upload shows the line
@@ -399,13 +399,7 @@ async fn admin_ui_flows_in_chromium() {
     submit(&c, "#register-dataset").await;
     let (ok, text) = form_result(&c, "#register-dataset").await;
     assert!(ok && text.contains("Registered count v1"), "{text}");
-    wait_js(
-        &c,
-        "document.querySelector('main[data-page=dataset]')",
-        10,
-        "dataset page",
-    )
-    .await;
+    wait_page(&c, "dataset", 10).await;
     wait_js(
         &c,
         "document.querySelectorAll('#preview tbody tr').length === 10",
@@ -413,13 +407,7 @@ async fn admin_ui_flows_in_chromium() {
         "preview rows",
     )
     .await;
-    let preview = c
-        .find(Locator::Id("preview"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let preview = text_of(&c, "preview").await;
     assert!(preview.contains("Count to 0."), "{preview}");
     c.goto(&format!("{base}/ui/datasets")).await.unwrap();
     fill(&c, "ud-name", "broken").await;
@@ -440,18 +428,8 @@ async fn admin_ui_flows_in_chromium() {
 
     // start a job through the form; the job page follows it to the end
     c.goto(&format!("{base}/ui/jobs")).await.unwrap();
-    c.find(Locator::Id("sj-model"))
-        .await
-        .unwrap()
-        .select_by_value("tiny")
-        .await
-        .unwrap();
-    c.find(Locator::Id("sj-dataset"))
-        .await
-        .unwrap()
-        .select_by_value("count")
-        .await
-        .unwrap();
+    select(&c, "sj-model", "tiny").await;
+    select(&c, "sj-dataset", "count").await;
     let iters: String = c
         .find(Locator::Id("sj-iters"))
         .await
@@ -541,12 +519,7 @@ async fn admin_ui_flows_in_chromium() {
 
     // runs: list, a run's page, the comparison of one run
     c.goto(&format!("{base}/ui/runs")).await.unwrap();
-    c.find(Locator::Id("pick-1"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "pick-1").await;
     submit(&c, "#compare-form").await;
     wait_js(
         &c,
@@ -650,12 +623,7 @@ async fn admin_ui_flows_in_chromium() {
 
     // cancel: a long job, cancelled from the jobs list, which updates live
     c.goto(&format!("{base}/ui/jobs")).await.unwrap();
-    c.find(Locator::Id("sj-model"))
-        .await
-        .unwrap()
-        .select_by_value("tiny")
-        .await
-        .unwrap();
+    select(&c, "sj-model", "tiny").await;
     for (id, v) in [
         ("sj-iters", "100000"),
         ("sj-batch", "2"),
@@ -802,13 +770,7 @@ async fn login_cookie_and_csrf_in_chromium() {
 
     let (_driver, c) = start_browser().await;
     c.goto(&format!("{base}/ui/jobs")).await.unwrap();
-    wait_js(
-        &c,
-        "document.querySelector('main[data-page=login]')",
-        10,
-        "login page",
-    )
-    .await;
+    wait_page(&c, "login", 10).await;
     shot(&c, "login-wide").await;
     fill(&c, "login-token", "wrong").await;
     submit(&c, "#login-form").await;
@@ -816,13 +778,7 @@ async fn login_cookie_and_csrf_in_chromium() {
     assert!(!ok && text.contains("not valid"), "{text}");
     fill(&c, "login-token", token).await;
     submit(&c, "#login-form").await;
-    wait_js(
-        &c,
-        "document.querySelector('main[data-page=jobs]')",
-        10,
-        "the jobs page after login",
-    )
-    .await;
+    wait_page(&c, "jobs", 10).await;
     let cookie = c.get_named_cookie("mlx_hub_session").await.unwrap();
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
@@ -917,13 +873,7 @@ async fn login_cookie_and_csrf_in_chromium() {
     c.goto(&format!("{target}/ui/login")).await.unwrap();
     fill(&c, "login-token", token).await;
     submit(&c, "#login-form").await;
-    wait_js(
-        &c,
-        "document.querySelector('main[data-page=models]')",
-        10,
-        "models after login",
-    )
-    .await;
+    wait_page(&c, "models", 10).await;
     c.goto(&format!("http://{evil_addr}/")).await.unwrap();
     let landed = wait_js(
         &c,
@@ -953,19 +903,8 @@ async fn login_cookie_and_csrf_in_chromium() {
 
     // logging out clears the session
     c.goto(&format!("{base}/ui/models")).await.unwrap();
-    c.find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_js(
-        &c,
-        "document.querySelector('main[data-page=login]')",
-        10,
-        "login after logout",
-    )
-    .await;
+    click(&c, "logout").await;
+    wait_page(&c, "login", 10).await;
 
     c.close().await.unwrap();
     server.shutdown().await;

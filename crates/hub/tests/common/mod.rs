@@ -191,3 +191,43 @@ macro_rules! store_test {
 
 pub mod http;
 pub mod mlflow;
+
+/// Creates model `name` with one `ready` mlx version holding a one-byte
+/// placeholder file, through the store alone: for tests that need the
+/// records (job validation, registry reads, tags), not real weights.
+pub async fn seed_ready_version(
+    store: &Store,
+    name: &str,
+) -> (hub::store::Model, hub::store::ModelVersion) {
+    use hub::store::{NewModel, NewVersion, VersionFile};
+    let model = store
+        .create_model(&NewModel {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let version = store
+        .create_version(
+            model.id,
+            &NewVersion {
+                format: "mlx".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .add_version_files(
+            version.id,
+            &[VersionFile {
+                path: "model.safetensors".into(),
+                size_bytes: 1,
+                sha256: "a".repeat(64),
+            }],
+        )
+        .await
+        .unwrap();
+    let version = store.mark_version_ready(version.id).await.unwrap();
+    (model, version)
+}
