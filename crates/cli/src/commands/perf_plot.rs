@@ -810,7 +810,7 @@ mod tests {
             inner: BitMapBackend::with_buffer(&mut buf, (200, 100)),
             font: &font,
         };
-        let style = ("sans-serif", 20).into_font();
+        let style = TextStyle::from(("sans-serif", 20).into_font());
         let (w1, h1) = b.estimate_text_size("ii", &style).unwrap();
         let (w2, h2) = b.estimate_text_size("WWWW", &style).unwrap();
         assert!(w2 > 3 * w1, "{w1} {w2}");
