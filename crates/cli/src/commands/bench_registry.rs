@@ -96,7 +96,10 @@ async fn load(args: &Args) -> anyhow::Result<Summary> {
             .await
             .with_context(|| format!("--url: {base} does not answer"))?;
         if r.status() != 200 {
-            bail!("--models: {m} has no latest version at {base} ({})", r.status());
+            bail!(
+                "--models: {m} has no latest version at {base} ({})",
+                r.status()
+            );
         }
     }
     let total = (u64::from(args.rps) * u64::from(args.secs)) as usize;

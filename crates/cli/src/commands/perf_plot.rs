@@ -160,6 +160,20 @@ fn short(v: f64) -> String {
     }
 }
 
+/// Axis ticks: whole numbers bare, small ones with the digits they need.
+fn tick(v: f64) -> String {
+    if v == v.round() {
+        format!("{v:.0}")
+    } else {
+        let s = short(v);
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+}
+
 /// Rows keyed by (group, series) into a chart, groups and series in first-seen order.
 fn pivot<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, Option<Bar>)>) -> Chart {
     let mut groups: Vec<String> = Vec::new();
@@ -204,7 +218,11 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         let ours = format!("ours: MLX + {}", m.linked_blas);
         let rows = m.rows.iter().flat_map(|x| {
             [
-                (x.shape.as_str(), stock.as_str(), x.f32_stock_gflops.and_then(bar)),
+                (
+                    x.shape.as_str(),
+                    stock.as_str(),
+                    x.f32_stock_gflops.and_then(bar),
+                ),
                 (x.shape.as_str(), ours.as_str(), bar(x.f32_ours_gflops)),
             ]
         });
@@ -218,8 +236,16 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         let ours = format!("ours: HubQuantizedMatmul ({})", m.quantized_kernel);
         let rows = m.rows.iter().flat_map(|x| {
             [
-                (x.shape.as_str(), theirs.as_str(), bar(x.quantized_mlx_gflops)),
-                (x.shape.as_str(), ours.as_str(), bar(x.quantized_ours_gflops)),
+                (
+                    x.shape.as_str(),
+                    theirs.as_str(),
+                    bar(x.quantized_mlx_gflops),
+                ),
+                (
+                    x.shape.as_str(),
+                    ours.as_str(),
+                    bar(x.quantized_ours_gflops),
+                ),
             ]
         });
         out.push(Chart {
@@ -233,13 +259,10 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         });
     }
     if let Some(g) = &r.generation {
-        let rows = g.rows.iter().map(|x| {
-            (
-                x.weights.as_str(),
-                x.engine.as_str(),
-                bar(x.prompt_tps),
-            )
-        });
+        let rows = g
+            .rows
+            .iter()
+            .map(|x| (x.weights.as_str(), x.engine.as_str(), bar(x.prompt_tps)));
         out.push(Chart {
             file: "prompt.png",
             title: "SmolLM2-135M prompt processing (higher is better)".into(),
@@ -256,7 +279,7 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         out.push(Chart {
             file: "generation.png",
             title: format!(
-                "SmolLM2-135M generation; (%) of the bound at {:.1} GB/s read",
+                "SmolLM2-135M generation, (share of the bandwidth bound at {:.1} GB/s)",
                 g.read_bandwidth_gb_per_s
             ),
             y_desc: "generated tokens/s".into(),
@@ -267,7 +290,11 @@ pub fn charts(r: &Report) -> Vec<Chart> {
         let rows = s.rows.iter().flat_map(|x| {
             [
                 ("1 stream", x.engine.as_str(), bar(x.single_tps)),
-                ("8 concurrent streams", x.engine.as_str(), bar(x.concurrent_tps)),
+                (
+                    "8 concurrent streams",
+                    x.engine.as_str(),
+                    bar(x.concurrent_tps),
+                ),
             ]
         });
         out.push(Chart {
@@ -550,10 +577,11 @@ pub fn render(chart: &Chart, font: &FontVec) -> anyhow::Result<Vec<u8>> {
             .x_labels(0)
             .x_label_formatter(&|_| String::new())
             .y_desc(&chart.y_desc)
-            .y_label_formatter(&|v| short(*v))
+            .y_labels(8)
+            .y_label_formatter(&|v| tick(*v))
             .label_style(("sans-serif", 15))
             .axis_desc_style(("sans-serif", 16))
-            .light_line_style(RGBColor(236, 236, 236))
+            .light_line_style(WHITE)
             .draw()?;
         let k = chart.series.len().max(1) as f64;
         let slot = 0.8 / k;
@@ -571,7 +599,9 @@ pub fn render(chart: &Chart, font: &FontVec) -> anyhow::Result<Vec<u8>> {
             });
             c.draw_series(bars)?
                 .label(s.name.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled())
+                });
             let labels = s.bars.iter().enumerate().filter_map(|(gi, b)| {
                 b.as_ref().map(|b| {
                     Text::new(
@@ -719,7 +749,11 @@ mod tests {
         let names: Vec<_> = gen_chart.series.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
-            ["mlx-hub", "mlx-lm (stock BLAS)", "mlx-lm (OpenBLAS preloaded)"]
+            [
+                "mlx-hub",
+                "mlx-lm (stock BLAS)",
+                "mlx-lm (OpenBLAS preloaded)"
+            ]
         );
         let ours = &gen_chart.series[0].bars;
         assert_eq!(ours[0].as_ref().unwrap().value, 120.4);
@@ -729,12 +763,27 @@ mod tests {
 
         let mm = all.iter().find(|c| c.file == "matmul-f32.png").unwrap();
         assert_eq!(mm.groups.len(), 4);
-        assert!(mm.series[0].name.contains("reference"), "{:?}", mm.series[0]);
+        assert!(
+            mm.series[0].name.contains("reference"),
+            "{:?}",
+            mm.series[0]
+        );
         assert_eq!(mm.series[1].bars[3].as_ref().unwrap().value, 61.25);
 
         let reg = all.iter().find(|c| c.file == "registry.png").unwrap();
         assert_eq!(reg.groups, ["p50", "p90", "p99"]);
         assert_eq!(reg.series.len(), 1);
+    }
+
+    #[test]
+    fn ticks_and_labels_are_short() {
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(20.0), "20");
+        assert_eq!(tick(2.5), "2.5");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(short(1234.6), "1235");
+        assert_eq!(short(61.25), "61.2");
+        assert_eq!(short(0.8), "0.80");
     }
 
     #[test]
@@ -763,7 +812,9 @@ mod tests {
         assert!(e.contains("target_rps"), "{e}");
         assert!(load_font(&dir.path().join("none.ttf")).is_err());
         std::fs::write(dir.path().join("bad.ttf"), b"not a font").unwrap();
-        let e = load_font(&dir.path().join("bad.ttf")).unwrap_err().to_string();
+        let e = load_font(&dir.path().join("bad.ttf"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a TrueType"), "{e}");
     }
 
@@ -776,11 +827,17 @@ mod tests {
         let files = plot(FIXTURE, dir.path(), &font).unwrap();
         assert_eq!(files.len(), 8);
         for f in &files {
-            let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(f).unwrap()));
+            let decoder =
+                png::Decoder::new(std::io::BufReader::new(std::fs::File::open(f).unwrap()));
             let mut reader = decoder.read_info().unwrap();
             let mut buf = vec![0; reader.output_buffer_size().unwrap()];
             let info = reader.next_frame(&mut buf).unwrap();
-            assert_eq!((info.width, info.height), (WIDTH, HEIGHT), "{}", f.display());
+            assert_eq!(
+                (info.width, info.height),
+                (WIDTH, HEIGHT),
+                "{}",
+                f.display()
+            );
             assert_eq!(info.color_type, png::ColorType::Rgb);
             let px = &buf[..info.buffer_size()];
             let count = |c: RGBColor| {
@@ -794,7 +851,11 @@ mod tests {
                 .count();
             assert!(count(OURS[0]) > 500, "{}: no bars of ours", f.display());
             if !f.ends_with("registry.png") {
-                assert!(count(BASELINES[0]) > 500, "{}: no baseline bars", f.display());
+                assert!(
+                    count(BASELINES[0]) > 500,
+                    "{}: no baseline bars",
+                    f.display()
+                );
             }
             assert!(dark > 2000, "{}: {dark} dark pixels, no text?", f.display());
         }
