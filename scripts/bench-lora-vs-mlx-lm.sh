@@ -16,7 +16,8 @@
 #        [--max-seq-length 64] [--variants "f32 q4"] [--model DIR (instead of SmolLM2)]
 # Env:   PYTHON (python3), OPENBLAS (/usr/lib/x86_64-linux-gnu/libopenblas.so.0),
 #        MLX_HUB_BIN (skip the build and use this binary), MLX_HUB_SMOLLM2_GGUF,
-#        CARGO_TARGET_DIR (where cargo builds; default target).
+#        CARGO_TARGET_DIR (where cargo builds; default target), JSON_OUT (also write
+#        the figures there as JSON, for scripts/perf-report).
 set -euo pipefail
 
 ITERS=20 BATCH=4 LAYERS=16 MAXLEN=64 VARIANTS="f32" MODEL=
@@ -100,16 +101,31 @@ sys.argv = ["mlx_lm.lora", "--train"] + sys.argv[1:]
 lora.main()
 PY
   grep '^REPORT ' "$OUT/theirs-$v.txt" | sed 's/^REPORT /   /'
-  "$PYTHON" - "$v" "$OUT/ours-$v.jsonl" "$OUT/theirs-$v.txt" >> "$SUMMARY" <<'PY'
+  "$PYTHON" - "$v" "$OUT/ours-$v.jsonl" "$OUT/theirs-$v.txt" "$OUT/rows.jsonl" >> "$SUMMARY" <<'PY'
 import json, re, sys
-v, ours_f, theirs_f = sys.argv[1:]
+v, ours_f, theirs_f, rows_f = sys.argv[1:]
 ours = [json.loads(l) for l in open(ours_f) if '"event":"train"' in l][-1]
 theirs = [json.loads(l[7:]) for l in open(theirs_f) if l.startswith("REPORT ")][-1]
 tps, mem, loss = theirs["tokens_per_second"], theirs["peak_memory"], theirs["train_loss"]
+weights = {"f32": "float32", "q4": "4-bit g32 (QLoRA)"}.get(v, v)
+with open(rows_f, "a") as f:
+    for engine, t, m, l in (("mlx-hub", ours["tokens_per_second"], ours["peak_memory_gb"],
+                             ours["train_loss"]), ("mlx_lm.lora", tps, mem, loss)):
+        f.write(json.dumps({"weights": weights, "engine": engine, "tokens_per_second": t,
+                            "peak_memory_gb": m, "train_loss": l}) + "\n")
 print(f"   {v:5} tokens/s mlx-hub {ours['tokens_per_second']:9.1f}  mlx-lm {tps:9.1f}  "
       f"ratio {ours['tokens_per_second'] / tps:.3f}x   peak GB mlx-hub {ours['peak_memory_gb']:.3f}  "
       f"mlx-lm {mem:.3f}   train loss mlx-hub {ours['train_loss']:.3f}  mlx-lm {loss:.3f}")
 PY
 done
+if [ -n "${JSON_OUT:-}" ]; then
+  "$PYTHON" - "$OUT/rows.jsonl" "$JSON_OUT" "$ITERS" "$BATCH" "$LAYERS" "$MAXLEN" <<'PY'
+import json, sys
+rows_f, out, iters, batch, layers, maxlen = sys.argv[1:]
+json.dump({"iters": int(iters), "batch_size": int(batch), "num_layers": int(layers),
+           "max_seq_length": int(maxlen), "rows": [json.loads(l) for l in open(rows_f)]},
+          open(out, "w"), indent=2)
+PY
+fi
 echo "== summary (iters $ITERS, batch $BATCH, num-layers $LAYERS, max-seq-length $MAXLEN; ratio > 1: mlx-hub faster)"
 cat "$SUMMARY"

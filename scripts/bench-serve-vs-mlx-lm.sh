@@ -18,7 +18,8 @@
 #      MLX_HUB_BIN (skip the release build), TOKENS (128: tokens per stream),
 #      ROUNDS (3: repetitions of (a) and (b)), LATENCY_N (40: requests of (c)),
 #      DENSE (1: also measure `mlx-hub serve` with MLX_HUB_SERVING_WEIGHTS=float32, i.e.
-#      dense float32 weights; 0: skip it).
+#      dense float32 weights; 0: skip it), JSON_OUT (also write the figures there as
+#      JSON, for scripts/perf-report).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -102,10 +103,11 @@ wait_http "http://127.0.0.1:$THEIRS_PORT/v1/models" "$THEIRS_PID"
 wait_http "http://127.0.0.1:$TINY_PORT/v1/models" "$TINY_PID"
 
 "$PYTHON" - "$OURS_PORT" "$DENSE_PORT" "$THEIRS_PORT" "$TINY_PORT" "${TOKENS:-128}" \
-  "${ROUNDS:-3}" "${LATENCY_N:-40}" <<'PY'
+  "${ROUNDS:-3}" "${LATENCY_N:-40}" "${JSON_OUT:-}" <<'PY'
 import http.client, json, statistics, sys, threading, time
 
-ours_port, dense_port, theirs_port, tiny_port, tokens, rounds, latency_n = map(int, sys.argv[1:])
+ours_port, dense_port, theirs_port, tiny_port, tokens, rounds, latency_n = map(int, sys.argv[1:8])
+json_out = sys.argv[8]
 PROMPTS = [
     "Write a long story about a lighthouse keeper and a storm.",
     "Explain how a steam engine works, step by step.",
@@ -208,6 +210,17 @@ for side, port, model, tport, tmodel in sides:
     print(f"   {side:11} (a) {s[0]:7.1f} tok/s  TTFT {s[1]*1000:7.1f} ms | "
           f"(b) 8 streams {c[0]:7.1f} tok/s  TTFT p50 {c[1]*1000:7.1f} ms p95 {c[2]*1000:7.1f} ms | "
           f"(c) p50 {l[0]*1000:6.1f} ms p95 {l[1]*1000:6.1f} ms", flush=True)
+
+if json_out:
+    rows = [{"engine": "mlx_lm.server" if side == "mlx_lm" else side,
+             "single_tps": r["single"][0], "single_ttft_ms": r["single"][1] * 1e3,
+             "concurrent_tps": r["conc"][0], "concurrent_ttft_p50_ms": r["conc"][1] * 1e3,
+             "concurrent_ttft_p95_ms": r["conc"][2] * 1e3,
+             "latency_p50_ms": r["lat"][0] * 1e3, "latency_p95_ms": r["lat"][1] * 1e3}
+            for side, r in res.items()]
+    # ours first, the baseline last: the report's table and plots read that way
+    json.dump({"tokens_per_stream": tokens, "rounds": rounds, "latency_requests": latency_n,
+               "rows": rows}, open(json_out, "w"), indent=2)
 
 t = res["mlx_lm"]
 print(f"== ratios ({tokens} tokens per stream, best of {rounds}; latency over {latency_n} "

@@ -63,6 +63,16 @@ enum Command {
     Convert(commands::convert::Args),
     /// Merge trained adapters into their base model (a new mlx-lm folder).
     Fuse(commands::fuse::Args),
+    /// Matmul GFLOP/s, stock MLX against ours (float32 BLAS, quantized kernel); for
+    /// scripts/perf-report.
+    #[command(hide = true)]
+    BenchMatmul(commands::bench_matmul::Args),
+    /// Registry read latency of a running hub at a fixed rate; for scripts/perf-report.
+    #[command(hide = true)]
+    BenchRegistry(commands::bench_registry::Args),
+    /// PNG charts of target/perf/report.json; for scripts/perf-report.
+    #[command(hide = true)]
+    PerfPlot(commands::perf_plot::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         Command::Convert(args) => commands::convert::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Fuse(args) => commands::fuse::run(args),
+        Command::BenchMatmul(args) => commands::bench_matmul::run(args),
+        Command::BenchRegistry(args) => commands::bench_registry::run(args),
+        Command::PerfPlot(args) => commands::perf_plot::run(args),
     }
 }
 

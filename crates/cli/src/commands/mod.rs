@@ -1,5 +1,7 @@
 pub mod bench;
+pub mod bench_matmul;
 pub mod bench_model;
+pub mod bench_registry;
 pub mod convert;
 pub mod datasets;
 pub mod doctor;
@@ -8,6 +10,7 @@ pub mod generate;
 pub mod jobs;
 pub mod migrate;
 pub mod models;
+pub mod perf_plot;
 pub mod pull;
 pub mod quickstart;
 pub mod serve;
