@@ -40,13 +40,14 @@ pub struct BlobCache {
 #[derive(Debug)]
 pub struct PinnedBlob {
     pub path: PathBuf,
-    _lock: File,
+    /// Open, with a shared lock held: the pin.
+    file: File,
 }
 
 impl PinnedBlob {
-    /// The pinned file, opened for reading.
+    /// The pinned file, opened for reading (a new handle).
     pub fn file(&self) -> io::Result<File> {
-        self._lock.try_clone()
+        self.file.try_clone()
     }
 }
 
@@ -120,7 +121,7 @@ impl BlobCache {
             if let Err(e) = f.set_times(FileTimes::new().set_accessed(now)) {
                 tracing::debug!(path = %path.display(), error = %e, "cannot set the access time");
             }
-            return Ok(Some(PinnedBlob { path, _lock: f }));
+            return Ok(Some(PinnedBlob { path, file: f }));
         }
     }
 

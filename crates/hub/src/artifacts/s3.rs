@@ -169,7 +169,10 @@ impl Drop for Inner {
     }
 }
 
-fn remote_err(op: &'static str, key: &ObjectPath) -> impl FnOnce(object_store::Error) -> StoreError {
+fn remote_err(
+    op: &'static str,
+    key: &ObjectPath,
+) -> impl FnOnce(object_store::Error) -> StoreError + use<> {
     let key = key.to_string();
     move |e| match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound {
