@@ -211,6 +211,17 @@ impl BlobCache {
         }
     }
 
+    /// Drops `sha` from the cache even if pinned (the blob was deleted from
+    /// the store; holders keep their open files and links).
+    pub fn forget(&self, sha: &str) -> StoreResult<()> {
+        let path = self.path(sha);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
     /// Evicts least recently used, unpinned blobs until the cache holds at
     /// most its bound. Skips the pass if another process is evicting.
     pub fn evict(&self) -> StoreResult<Eviction> {

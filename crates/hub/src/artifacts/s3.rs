@@ -721,7 +721,7 @@ impl ArtifactStore for S3ArtifactStore {
             .map_err(remote_err("delete", &key))?;
         self.set_tier(sha256, Tier::Active).await?;
         let (cache, sha) = (self.inner.cache.clone(), sha256.to_string());
-        let _ = tokio::task::spawn_blocking(move || cache.remove(&sha)).await;
+        let _ = tokio::task::spawn_blocking(move || cache.forget(&sha)).await;
         Ok(())
     }
 }
