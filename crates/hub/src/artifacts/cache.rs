@@ -10,8 +10,10 @@
 //!   protects against evictors in this and in other processes sharing the
 //!   directory.
 //! - Eviction (after every insert, when the total exceeds the bound) removes
-//!   the least recently used blobs first, by access time (set explicitly at
-//!   every pin, so `noatime` mounts do not matter), skipping pinned ones: it
+//!   the least recently used blobs first, by last use: recorded as the
+//!   file's modification time at every pin (blobs never change, and unlike
+//!   atime it is not moved by reads or `noatime`/`relatime` mount options),
+//!   skipping pinned ones: it
 //!   takes an exclusive `flock` without waiting and unlinks only if it got it.
 //!   One evictor at a time (`.evict.lock`); the others skip their pass.
 //!
@@ -118,7 +120,7 @@ impl BlobCache {
                 Err(e) => return Err(StoreError::io(&path, e)),
             }
             let now = SystemTime::now();
-            if let Err(e) = f.set_times(FileTimes::new().set_accessed(now)) {
+            if let Err(e) = f.set_times(FileTimes::new().set_accessed(now).set_modified(now)) {
                 tracing::debug!(path = %path.display(), error = %e, "cannot set the access time");
             }
             return Ok(Some(PinnedBlob { path, file: f }));
@@ -149,7 +151,7 @@ impl BlobCache {
         })
     }
 
-    /// Every cached blob: (sha, size, last access).
+    /// Every cached blob: (sha, size, last use).
     fn entries(&self) -> StoreResult<Vec<(String, u64, SystemTime)>> {
         let mut out = Vec::new();
         for shard in fs::read_dir(&self.root).map_err(io_err(&self.root))? {
@@ -171,10 +173,7 @@ impl BlobCache {
                     continue;
                 }
                 let Ok(m) = f.metadata() else { continue };
-                let used = m
-                    .accessed()
-                    .or_else(|_| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let used = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push((name, m.len(), used));
             }
         }
