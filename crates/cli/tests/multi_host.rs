@@ -99,11 +99,17 @@ impl Database {
         for name in stale.lines() {
             let pid: Option<u32> = name.rsplit('_').next().and_then(|p| p.parse().ok());
             if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
-                let _ = psql(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                let _ = psql(
+                    &admin,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                );
             }
         }
         let name = format!("mlxhub_netns_{}", std::process::id());
-        let _ = psql(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        let _ = psql(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
         psql(&admin, &format!("CREATE DATABASE {name}"))?;
         let (prefix, host) = split_pg_url(&admin);
         Ok(Database {
@@ -149,7 +155,10 @@ fn preflight() -> Option<String> {
         return Some(format!("{} is missing", fixture().display()));
     }
     if let Err(e) = psql(&pg_admin_url(), "SELECT 1") {
-        return Some(format!("PostgreSQL at {} is unreachable: {e}", pg_admin_url()));
+        return Some(format!(
+            "PostgreSQL at {} is unreachable: {e}",
+            pg_admin_url()
+        ));
     }
     None
 }
@@ -182,7 +191,10 @@ impl Cluster {
 
     fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (status, v) = self.api(method, path, body);
-        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
         v
     }
 
@@ -271,7 +283,10 @@ fn claimed_jobs(log: &str) -> Vec<i64> {
         .iter()
         .filter_map(|l| {
             let rest = &l[l.find("job_id=")? + "job_id=".len()..];
-            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
         .collect()
 }
@@ -279,8 +294,7 @@ fn claimed_jobs(log: &str) -> Vec<i64> {
 fn dataset_rows() -> String {
     let mut rows = String::new();
     for i in 0..8 {
-        rows +=
-            &json!({"text": format!("row {i}: a short line of text {i}.")}).to_string();
+        rows += &json!({"text": format!("row {i}: a short line of text {i}.")}).to_string();
         rows.push('\n');
     }
     rows
@@ -330,6 +344,7 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
         .arg("--import-root")
         .arg(&import)
         .env("MLX_HUB_API_TOKEN", TOKEN)
+        .env("NO_COLOR", "1")
         .env("RUST_LOG", "info");
     let mut serve = Proc::spawn("serve", cmd, root.join("serve.log"));
     wait_tcp(serve_addr, Duration::from_secs(60), &mut serve);
@@ -337,13 +352,20 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
     let mut workers = Vec::new();
     for w in ["w1", "w2"] {
         let mut cmd = net.command(w, bin());
-        cmd.args(["worker", "--lease-seconds", LEASE_SECONDS, "--poll-ms", "100"])
-            .args(["--id", w])
-            .arg("--data-dir")
-            .arg(&shared)
-            .arg("--database-url")
-            .arg(&db_url)
-            .env("RUST_LOG", "info");
+        cmd.args([
+            "worker",
+            "--lease-seconds",
+            LEASE_SECONDS,
+            "--poll-ms",
+            "100",
+        ])
+        .args(["--id", w])
+        .arg("--data-dir")
+        .arg(&shared)
+        .arg("--database-url")
+        .arg(&db_url)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info");
         workers.push(Proc::spawn(w, cmd, root.join(format!("{w}.log"))));
     }
     let mut c = Cluster {
@@ -383,17 +405,38 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
         Some(("application/x-ndjson", rows.as_bytes())),
     )
     .unwrap();
-    assert!(r.status == 201 || r.status == 200, "{} {}", r.status, r.text());
+    assert!(
+        r.status == 201 || r.status == 200,
+        "{} {}",
+        r.status,
+        r.text()
+    );
     let setup_done = t0.elapsed();
 
     // 1. two jobs at once: one per worker
     let mut owners = Vec::new();
     let first: Vec<i64> = (0..2).map(|_| c.submit("tiny", 40, 5)).collect();
-    for &id in &first {
-        let j = c.watch(id, Duration::from_secs(120), &mut owners, |j| {
-            j["state"] != "queued" && j["state"] != "running"
-        });
-        assert_eq!(j["state"], "succeeded", "{j}\n{}", c.logs());
+    let t = Instant::now();
+    loop {
+        let jobs: Vec<Value> = first.iter().map(|&id| c.job(id)).collect();
+        for j in &jobs {
+            if let Some(o) = j["lease_owner"].as_str()
+                && !owners.iter().any(|x| x == o)
+            {
+                owners.push(o.to_string());
+            }
+            assert!(j["state"] != "failed", "{j}\n{}", c.logs());
+        }
+        if jobs.iter().all(|j| j["state"] == "succeeded") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "{jobs:?}\n{}",
+            c.logs()
+        );
+        c.check_alive();
+        std::thread::sleep(Duration::from_millis(20));
     }
     let by_worker: Vec<(String, Vec<i64>)> = c
         .workers
@@ -517,7 +560,10 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
         chat["choices"][0]["message"]["content"].is_string(),
         "{chat}"
     );
-    assert!(chat["usage"]["completion_tokens"].as_i64().unwrap() > 0, "{chat}");
+    assert!(
+        chat["usage"]["completion_tokens"].as_i64().unwrap() > 0,
+        "{chat}"
+    );
     let phase3 = t0.elapsed();
     eprintln!(
         "serve answered with tiny-lora:{number}: {:?}",

@@ -211,18 +211,15 @@ impl Net {
     /// Takes `node`'s link up or down (its bridge end).
     pub fn set_link(&self, node: &str, up: bool) {
         let n = self.node(node);
-        ip(&[
-            "link",
-            "set",
-            &n.host_if,
-            if up { "up" } else { "down" },
-        ])
-        .unwrap();
+        ip(&["link", "set", &n.host_if, if up { "up" } else { "down" }]).unwrap();
     }
 
     /// A printable description of the topology.
     pub fn describe(&self) -> String {
-        let mut s = format!("bridge {} {}/24 (root namespace)\n", self.bridge, self.gateway);
+        let mut s = format!(
+            "bridge {} {}/24 (root namespace)\n",
+            self.bridge, self.gateway
+        );
         for n in &self.nodes {
             s += &format!(
                 "  netns {:<14} {:<12} veth {} <-> bridge\n",
@@ -269,8 +266,24 @@ impl Proc {
         }
     }
 
+    /// The log, without ANSI colour codes.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // CSI: ESC [ params final-byte
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// The last `n` lines of the log (for failure messages).
@@ -310,19 +323,26 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?}: {what}");
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Waits until something accepts TCP connections at `addr` (from the root ns).
 pub fn wait_tcp(addr: SocketAddr, timeout: Duration, proc: &mut Proc) {
-    wait_for(&format!("{} listening on {addr}", proc.name), timeout, || {
-        proc.assert_running();
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-            .ok()
-            .map(|_| ())
-    })
+    wait_for(
+        &format!("{} listening on {addr}", proc.name),
+        timeout,
+        || {
+            proc.assert_running();
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(|_| ())
+        },
+    )
 }
 
 /// Forwards TCP from a listener inside a namespace to an address of the root
@@ -451,8 +471,8 @@ fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = raw.windows(2).position(|w| w == b"\r\n") {
         let size_line = String::from_utf8_lossy(&raw[..eol]);
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
-            .unwrap_or(0);
+        let size =
+            usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16).unwrap_or(0);
         raw = &raw[eol + 2..];
         if size == 0 || raw.len() < size {
             break;
