@@ -23,6 +23,13 @@ fi
 # Python: MLX wheels (the same libmlx the mlx crate links) and mlx-lm, the reference.
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
+# A real S3 server for the S3 artifact store's tests (crates/hub/tests/artifacts_s3.rs):
+# s3s-fs serves the S3 API over a local directory. Pinned; 0.15+ needs a newer Rust.
+S3S_FS_VERSION=0.14.1
+if ! s3s-fs --version 2>/dev/null | grep -q " ${S3S_FS_VERSION}\$"; then
+    cargo install s3s-fs --version "$S3S_FS_VERSION" --features binary --locked --quiet
+fi
+
 # The real model for tests (SmolLM2-135M-Instruct Q4_1 GGUF), checked and cached.
 scripts/fetch-smollm2.sh >/dev/null
 

@@ -12,6 +12,13 @@
 //! At start-up, folders whose lock can be taken belong to dead processes and
 //! are removed (crash clean-up), while those of live processes sharing the
 //! data directory are left alone.
+//!
+//! [`Artifacts`] is the store the hub uses: this local store, or the
+//! S3-compatible one ([`s3::S3ArtifactStore`], `--artifact-store s3://…`) with
+//! its local read-through cache ([`cache::BlobCache`]).
+
+pub mod cache;
+pub mod s3;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -58,7 +65,15 @@ pub struct PutOutcome {
     pub created: bool,
 }
 
-/// Where blobs live. Local files now; an S3-compatible backend later.
+/// A blob available as a local file. While it lives, a cached copy stays
+/// pinned (the cache does not evict it).
+#[derive(Debug)]
+pub struct LocalBlob {
+    pub path: PathBuf,
+    pub(crate) _pin: Option<cache::PinnedBlob>,
+}
+
+/// Where blobs live: local files, or an S3-compatible bucket.
 #[async_trait]
 pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
     /// Stores a copy of the file at `path` (already resolved and checked by
@@ -70,8 +85,17 @@ pub trait ArtifactStore: Send + Sync + std::fmt::Debug {
     async fn locate(&self, sha256: &str) -> StoreResult<Option<Tier>>;
     /// Opens a blob for reading (either tier). `NotFound` if absent.
     async fn open(&self, sha256: &str) -> StoreResult<tokio::fs::File>;
-    /// A local path to the blob, for memory-mapping (local backends only).
+    /// A local path to the blob, for memory-mapping (a remote store downloads
+    /// it into its cache first). `None` if the store does not hold it.
     async fn local_path(&self, sha256: &str) -> StoreResult<Option<PathBuf>>;
+    /// Like [`ArtifactStore::local_path`], pinned in the cache while the
+    /// returned value lives (use it to link or copy the file out).
+    async fn local_blob(&self, sha256: &str) -> StoreResult<Option<LocalBlob>> {
+        Ok(self
+            .local_path(sha256)
+            .await?
+            .map(|path| LocalBlob { path, _pin: None }))
+    }
     /// Moves a blob to the archive tier (idempotent).
     async fn archive(&self, sha256: &str) -> StoreResult<()>;
     /// Moves a blob back to the active tier (idempotent).
@@ -105,7 +129,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
 }
 
 /// Checks that `sha` is 64 lowercase hex digits (so it is a safe file name).
-fn check_sha(sha: &str) -> StoreResult<()> {
+pub(crate) fn check_sha(sha: &str) -> StoreResult<()> {
     if sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
@@ -117,7 +141,7 @@ fn check_sha(sha: &str) -> StoreResult<()> {
 }
 
 /// fsyncs a directory, so a rename or create inside it is durable.
-fn sync_dir(dir: &Path) -> StoreResult<()> {
+pub(crate) fn sync_dir(dir: &Path) -> StoreResult<()> {
     #[cfg(unix)]
     {
         File::open(dir)
@@ -424,7 +448,7 @@ impl ArtifactStore for LocalArtifactStore {
     }
 }
 
-fn ensure_dir(dir: &Path) -> StoreResult<()> {
+pub(crate) fn ensure_dir(dir: &Path) -> StoreResult<()> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -435,14 +459,14 @@ fn ensure_dir(dir: &Path) -> StoreResult<()> {
     }
 }
 
-fn set_read_only(path: &Path) -> StoreResult<()> {
+pub(crate) fn set_read_only(path: &Path) -> StoreResult<()> {
     let mut perms = fs::metadata(path).map_err(io_err(path))?.permissions();
     perms.set_readonly(true);
     fs::set_permissions(path, perms).map_err(io_err(path))
 }
 
 /// Creates `tmp/<pid>-<n>/` with a locked `.lock` file inside.
-fn make_private_tmp(tmp_root: &Path) -> StoreResult<(PathBuf, File)> {
+pub(crate) fn make_private_tmp(tmp_root: &Path) -> StoreResult<(PathBuf, File)> {
     let dir = tempfile::Builder::new()
         .prefix(&format!("{}-", std::process::id()))
         .tempdir_in(tmp_root)
@@ -461,7 +485,7 @@ fn make_private_tmp(tmp_root: &Path) -> StoreResult<(PathBuf, File)> {
 
 /// Removes the temp folders of processes that are gone (their lock is free),
 /// and stray files directly in `tmp/`. Returns how many entries it removed.
-fn cleanup_dead_temp_dirs(tmp_root: &Path) -> StoreResult<usize> {
+pub(crate) fn cleanup_dead_temp_dirs(tmp_root: &Path) -> StoreResult<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(tmp_root).map_err(io_err(tmp_root))? {
         let path = entry.map_err(io_err(tmp_root))?.path();
@@ -503,4 +527,177 @@ fn lock_exclusive(f: &File) -> io::Result<()> {
 
 fn try_lock_exclusive(f: &File) -> bool {
     f.try_lock().is_ok()
+}
+
+/// The artifact store the hub runs with. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Artifacts {
+    /// Files under the data directory (the default).
+    Local(LocalArtifactStore),
+    /// An S3-compatible bucket, read through a local cache.
+    S3(s3::S3ArtifactStore),
+}
+
+impl From<LocalArtifactStore> for Artifacts {
+    fn from(s: LocalArtifactStore) -> Self {
+        Artifacts::Local(s)
+    }
+}
+
+impl From<s3::S3ArtifactStore> for Artifacts {
+    fn from(s: s3::S3ArtifactStore) -> Self {
+        Artifacts::S3(s)
+    }
+}
+
+impl Artifacts {
+    /// Opens the store `url` names (`None`: local files under `data_dir`;
+    /// `s3://bucket/prefix`: S3, settings from the AWS environment variables
+    /// `env` returns).
+    pub async fn open(
+        url: Option<&str>,
+        data_dir: &Path,
+        cache_max_bytes: u64,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> StoreResult<Artifacts> {
+        match url {
+            None => Ok(Artifacts::Local(LocalArtifactStore::open(data_dir)?)),
+            Some(u) => {
+                let settings = s3::S3Settings::from_url(u, env)?;
+                Ok(Artifacts::S3(
+                    s3::S3ArtifactStore::open(settings, data_dir, cache_max_bytes).await?,
+                ))
+            }
+        }
+    }
+
+    fn dyn_store(&self) -> &dyn ArtifactStore {
+        match self {
+            Artifacts::Local(s) => s,
+            Artifacts::S3(s) => s,
+        }
+    }
+
+    /// The local store, if that is the backend.
+    pub fn local(&self) -> Option<&LocalArtifactStore> {
+        match self {
+            Artifacts::Local(s) => Some(s),
+            Artifacts::S3(_) => None,
+        }
+    }
+
+    /// The S3 store, if that is the backend.
+    pub fn s3(&self) -> Option<&s3::S3ArtifactStore> {
+        match self {
+            Artifacts::S3(s) => Some(s),
+            Artifacts::Local(_) => None,
+        }
+    }
+
+    /// `local` or `s3`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Artifacts::Local(_) => "local",
+            Artifacts::S3(_) => "s3",
+        }
+    }
+
+    /// This process's private temporary folder (same file system as the
+    /// blobs or the cache; removed at exit and after a crash).
+    pub fn tmp_dir(&self) -> &Path {
+        match self {
+            Artifacts::Local(s) => s.tmp_dir(),
+            Artifacts::S3(s) => s.tmp_dir(),
+        }
+    }
+
+    /// Local store: the blob's file in `tier`. S3: where the blob is cached
+    /// on this machine (whatever the tier).
+    pub fn blob_path(&self, tier: Tier, sha: &str) -> PathBuf {
+        match self {
+            Artifacts::Local(s) => s.blob_path(tier, sha),
+            Artifacts::S3(s) => s.cache().path(sha),
+        }
+    }
+
+    /// Local store: every blob of a tier. S3: refused (use [`Artifacts::list`]).
+    pub fn list_sync(&self, tier: Tier) -> StoreResult<Vec<String>> {
+        match self {
+            Artifacts::Local(s) => s.list_sync(tier),
+            Artifacts::S3(_) => Err(StoreError::invalid(
+                "artifact_store",
+                "listing an S3 store is asynchronous: use Artifacts::list",
+            )),
+        }
+    }
+
+    /// Every blob of a tier (sha256s, sorted).
+    pub async fn list(&self, tier: Tier) -> StoreResult<Vec<String>> {
+        match self {
+            Artifacts::Local(s) => {
+                let s = s.clone();
+                s.blocking(move |s| s.list_sync(tier)).await
+            }
+            Artifacts::S3(s) => s.list(tier).await,
+        }
+    }
+
+    /// Makes a registered dataset folder available to workers on other
+    /// machines (S3: uploads its files and manifest; local: nothing to do).
+    pub async fn publish_dataset(&self, content_hash: &str, dir: &Path) -> StoreResult<()> {
+        match self {
+            Artifacts::Local(_) => Ok(()),
+            Artifacts::S3(s) => s.publish_dataset(content_hash, dir).await,
+        }
+    }
+
+    /// Makes sure a dataset's folder exists on this machine: `recorded` when
+    /// it is there, else (S3) fetched into `<data_dir>/datasets/<content_hash>`.
+    pub async fn ensure_dataset(&self, content_hash: &str, recorded: &Path) -> StoreResult<PathBuf> {
+        if recorded.is_dir() {
+            return Ok(recorded.to_path_buf());
+        }
+        match self {
+            Artifacts::Local(_) => Err(StoreError::io(
+                recorded,
+                io::Error::new(io::ErrorKind::NotFound, "the dataset folder is missing"),
+            )),
+            Artifacts::S3(s) => {
+                let dest = s.data_dir().join("datasets").join(content_hash);
+                s.fetch_dataset(content_hash, &dest).await?;
+                Ok(dest)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for Artifacts {
+    async fn put_file(&self, path: &Path) -> StoreResult<PutOutcome> {
+        self.dyn_store().put_file(path).await
+    }
+    async fn put_bytes(&self, bytes: Vec<u8>) -> StoreResult<PutOutcome> {
+        self.dyn_store().put_bytes(bytes).await
+    }
+    async fn locate(&self, sha256: &str) -> StoreResult<Option<Tier>> {
+        self.dyn_store().locate(sha256).await
+    }
+    async fn open(&self, sha256: &str) -> StoreResult<tokio::fs::File> {
+        self.dyn_store().open(sha256).await
+    }
+    async fn local_path(&self, sha256: &str) -> StoreResult<Option<PathBuf>> {
+        self.dyn_store().local_path(sha256).await
+    }
+    async fn local_blob(&self, sha256: &str) -> StoreResult<Option<LocalBlob>> {
+        self.dyn_store().local_blob(sha256).await
+    }
+    async fn archive(&self, sha256: &str) -> StoreResult<()> {
+        self.dyn_store().archive(sha256).await
+    }
+    async fn restore(&self, sha256: &str) -> StoreResult<()> {
+        self.dyn_store().restore(sha256).await
+    }
+    async fn delete(&self, sha256: &str) -> StoreResult<()> {
+        self.dyn_store().delete(sha256).await
+    }
 }

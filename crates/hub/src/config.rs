@@ -18,6 +18,12 @@
 //! | CORS origins     | `--cors-origin` (repeatable) | `MLX_HUB_CORS_ORIGINS` (comma-separated) | `cors_origins` | none (CORS closed) |
 //! | header read timeout | —               | `MLX_HUB_HEADER_TIMEOUT_SECS` | `header_timeout_secs` | 30 |
 //! | body read timeout | —                 | `MLX_HUB_BODY_TIMEOUT_SECS` | `body_timeout_secs` | 60 (longest wait between body chunks) |
+//! | artifact store   | `--artifact-store` | `MLX_HUB_ARTIFACT_STORE`    | `artifact_store`   | none (files under the data dir) |
+//! | blob cache bound | `--cache-max-bytes` | `MLX_HUB_CACHE_MAX_BYTES`  | `cache_max_bytes`  | 20 GiB (S3 store only)          |
+//!
+//! An `s3://bucket/prefix` artifact store reads the standard AWS variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+//! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`), never the TOML file.
 //!
 //! A non-loopback host without an API token is refused ([`HubConfig::validate`]).
 
@@ -80,6 +86,10 @@ pub struct HubConfig {
     pub header_timeout: std::time::Duration,
     /// Longest wait for the next chunk of a request body (408 past it).
     pub body_timeout: std::time::Duration,
+    /// `s3://bucket/prefix`, or `None` for local files under the data dir.
+    pub artifact_store: Option<String>,
+    /// Bound of the local blob cache of a remote artifact store.
+    pub cache_max_bytes: u64,
 }
 
 /// Values given as flags (highest precedence).
@@ -94,6 +104,8 @@ pub struct ConfigOverrides {
     pub memory_budget_bytes: Option<u64>,
     /// `--cors-origin` (empty: not given).
     pub cors_origins: Vec<String>,
+    pub artifact_store: Option<String>,
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// The TOML file's shape. Unknown keys are refused (typos surface).
@@ -112,6 +124,8 @@ struct FileConfig {
     cors_origins: Option<Vec<String>>,
     header_timeout_secs: Option<u64>,
     body_timeout_secs: Option<u64>,
+    artifact_store: Option<String>,
+    cache_max_bytes: Option<u64>,
 }
 
 impl HubConfig {
@@ -255,6 +269,27 @@ impl HubConfig {
             file.body_timeout_secs,
             DEFAULT_BODY_TIMEOUT,
         )?;
+        let artifact_store = overrides
+            .artifact_store
+            .clone()
+            .or_else(|| env("MLX_HUB_ARTIFACT_STORE"))
+            .or(file.artifact_store);
+        if let Some(url) = &artifact_store {
+            // early and clear: a bad URL or AWS variable fails at start-up
+            crate::artifacts::s3::S3Settings::from_url(url, &env)
+                .map_err(|e| HubError::Config(e.to_string()))?;
+        }
+        let cache_max_bytes = match overrides.cache_max_bytes {
+            Some(b) => b,
+            None => match env("MLX_HUB_CACHE_MAX_BYTES") {
+                Some(v) => v.parse().map_err(|_| {
+                    HubError::Config(format!("MLX_HUB_CACHE_MAX_BYTES: {v:?} is not a number"))
+                })?,
+                None => file
+                    .cache_max_bytes
+                    .unwrap_or(crate::artifacts::cache::DEFAULT_CACHE_MAX_BYTES),
+            },
+        };
         let config = HubConfig {
             data_dir,
             database_url,
@@ -269,6 +304,8 @@ impl HubConfig {
             cors_origins,
             header_timeout,
             body_timeout,
+            artifact_store,
+            cache_max_bytes,
         };
         config.validate()?;
         Ok(config)
@@ -291,6 +328,8 @@ impl HubConfig {
             cors_origins: Vec::new(),
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            artifact_store: None,
+            cache_max_bytes: crate::artifacts::cache::DEFAULT_CACHE_MAX_BYTES,
         }
     }
 
@@ -310,6 +349,9 @@ impl HubConfig {
             return Err(HubError::Config(format!(
                 "mlflow_uri {uri:?}: only an MLflow tracking server (http:// or https://) is supported"
             )));
+        }
+        if self.cache_max_bytes == 0 {
+            return Err(HubError::Config("cache_max_bytes must be positive".into()));
         }
         if self.max_body_bytes == 0 {
             return Err(HubError::Config("max_body_bytes must be positive".into()));

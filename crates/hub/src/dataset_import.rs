@@ -385,6 +385,10 @@ impl Hub {
         tokio::task::spawn_blocking(move || publish(staged, &fd))
             .await
             .map_err(|e| HubError::Internal(e.to_string()))??;
+        // uploaded before it is recorded: workers on other machines fetch it
+        self.artifacts
+            .publish_dataset(&validated.content_hash, &final_dir)
+            .await?;
         // the folder is content-addressed: if the insert fails, it stays as
         // a cache of identical content (never a half-written one)
         let d = self.store.create_dataset(&new).await?;

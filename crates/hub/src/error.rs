@@ -11,6 +11,8 @@
 //! | `Store(InvalidInput)`                   | 422    | `invalid_request` | `invalid_input`               |
 //! | `Store(PathEscapesRoot)`                | 422    | `invalid_request` | `path_escapes_root`           |
 //! | `Store(Io/Corrupt/Migrate/Database)`    | 500    | `internal`        | `io_error`, `corrupt_data`, `migration_failed`, `database_error` |
+//! | `Store(IntegrityMismatch)` (sha + object key) | 502 | `upstream`   | `artifact_corrupt`            |
+//! | `Store(ObjectStore)` (S3 request failed) | 502   | `upstream`        | `object_store_error`          |
 //! | `Store(Database(PoolTimedOut/Closed))`  | 503    | `unavailable`     | `database_unavailable`        |
 //! | `ModelConfig(UnsupportedModelType)`     | 422    | `invalid_request` | `unsupported_model_type`      |
 //! | `ModelConfig(Io)` (no config.json)      | 422    | `invalid_request` | `missing_model_config`        |
@@ -255,6 +257,8 @@ fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
         StoreError::Database(_) if status == 503 => (503, "unavailable", "database_unavailable"),
         StoreError::Io { .. } => (500, "internal", "io_error"),
         StoreError::Corrupt { .. } => (500, "internal", "corrupt_data"),
+        StoreError::IntegrityMismatch { .. } => (502, "upstream", "artifact_corrupt"),
+        StoreError::ObjectStore { .. } => (502, "upstream", "object_store_error"),
         StoreError::Migrate(_) => (500, "internal", "migration_failed"),
         StoreError::Database(_) => (500, "internal", "database_error"),
     }

@@ -31,7 +31,7 @@ pub mod training;
 pub mod ui;
 pub mod worker;
 
-pub use artifacts::{ArtifactStore, LocalArtifactStore, PutOutcome, Tier};
+pub use artifacts::{ArtifactStore, Artifacts, LocalArtifactStore, LocalBlob, PutOutcome, Tier};
 pub use config::{ConfigOverrides, HubConfig};
 pub use error::{HubError, HubResult};
 pub use service::Hub;

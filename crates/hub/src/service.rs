@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::artifacts::LocalArtifactStore;
+use crate::artifacts::{Artifacts, LocalArtifactStore};
 use crate::config::HubConfig;
 use crate::error::{HubError, HubResult};
 use crate::store::{Store, StoreOptions};
@@ -13,7 +13,7 @@ use crate::store::{Store, StoreOptions};
 #[derive(Debug, Clone)]
 pub struct Hub {
     pub store: Store,
-    pub artifacts: LocalArtifactStore,
+    pub artifacts: Artifacts,
     pub config: Arc<HubConfig>,
     /// Loaded models and their workers (inference).
     pub serving: crate::serving::Pool,
@@ -36,18 +36,38 @@ impl Hub {
         })?;
         let store = Store::connect_with(&config.database_url, options).await?;
         store.migrate().await?;
-        Self::with_store(config, store)
+        let artifacts = Artifacts::open(
+            config.artifact_store.as_deref(),
+            &config.data_dir,
+            config.cache_max_bytes,
+            |k| std::env::var(k).ok(),
+        )
+        .await?;
+        Self::with_artifacts(config, store, artifacts)
     }
 
-    /// A hub over an already-connected (and migrated) store.
+    /// A hub over an already-connected (and migrated) store, with local
+    /// artifacts (an `s3://` artifact store needs [`Hub::open`] or
+    /// [`Hub::with_artifacts`]).
     pub fn with_store(config: HubConfig, store: Store) -> HubResult<Hub> {
+        if let Some(url) = &config.artifact_store {
+            return Err(HubError::Config(format!(
+                "artifact store {url}: open the hub with Hub::open"
+            )));
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             HubError::Config(format!(
                 "cannot create the data directory {}: {e}",
                 config.data_dir.display()
             ))
         })?;
-        let artifacts = LocalArtifactStore::open(&config.data_dir)?;
+        let artifacts = LocalArtifactStore::open(&config.data_dir)?.into();
+        Self::with_artifacts(config, store, artifacts)
+    }
+
+    /// A hub over an already-connected (and migrated) store and an opened
+    /// artifact store.
+    pub fn with_artifacts(config: HubConfig, store: Store, artifacts: Artifacts) -> HubResult<Hub> {
         std::fs::create_dir_all(datasets_dir(&config))
             .map_err(|e| HubError::Config(format!("cannot create the datasets directory: {e}")))?;
         let serving = crate::serving::Pool::new(

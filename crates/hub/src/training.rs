@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{HubError, HubResult};
 use crate::service::Hub;
-use crate::store::{Job, JobKind, NewJob, StoreError, VersionStatus};
+use crate::store::{Job, JobKind, JobRequirements, NewJob, StoreError, VersionStatus};
 
 /// LoRA parameters (mlx-lm: rank 8, dropout 0.0, scale 20.0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +227,9 @@ pub struct SubmitJob {
     pub max_attempts: i64,
     #[serde(default)]
     pub priority: i64,
+    /// What the worker must offer: `{"device": "cpu"|"gpu", "min_memory_bytes": N}`.
+    #[serde(default)]
+    pub requirements: JobRequirements,
 }
 
 fn default_kind() -> JobKind {
@@ -241,6 +244,7 @@ impl Hub {
             return self.submit_evaluation(req).await;
         }
         req.config.validate()?;
+        req.requirements.validate()?;
         if !(1..=100).contains(&req.max_attempts) {
             return Err(HubError::invalid(
                 "max_attempts",
@@ -291,14 +295,17 @@ impl Hub {
         });
         Ok(self
             .store
-            .enqueue(&NewJob {
+            .enqueue_with(
+                &NewJob {
                 kind: req.kind,
                 config,
                 base_version_id: Some(version.id),
                 dataset_id: Some(dataset.id),
                 max_attempts: req.max_attempts,
                 priority: req.priority,
-            })
+                },
+                &req.requirements,
+            )
             .await?)
     }
 }
@@ -308,6 +315,7 @@ impl Hub {
     /// archived) and a dataset with the split asked for.
     async fn submit_evaluation(&self, req: &SubmitJob) -> HubResult<Job> {
         req.eval.validate()?;
+        req.requirements.validate()?;
         if !(1..=100).contains(&req.max_attempts) {
             return Err(HubError::invalid(
                 "max_attempts",
@@ -369,14 +377,17 @@ impl Hub {
         });
         Ok(self
             .store
-            .enqueue(&NewJob {
+            .enqueue_with(
+                &NewJob {
                 kind: JobKind::Evaluate,
                 config,
                 base_version_id: Some(version.id),
                 dataset_id: Some(dataset.id),
                 max_attempts: req.max_attempts,
                 priority: req.priority,
-            })
+                },
+                &req.requirements,
+            )
             .await?)
     }
 }

@@ -471,6 +471,7 @@ async fn lora_step(hub: &Hub, base: &ModelVersion, iters: u32) -> anyhow::Result
             eval: Default::default(),
             max_attempts: 1,
             priority: 0,
+            requirements: Default::default(),
         })
         .await?;
     eprintln!("  job {} queued; training in this process", job.id);

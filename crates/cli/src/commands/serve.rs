@@ -18,6 +18,15 @@ pub struct HubArgs {
     /// [default: sqlite://<data-dir>/hub.db]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Artifact store: s3://bucket/prefix (credentials, region and endpoint from
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
+    /// AWS_ALLOW_HTTP) [env: MLX_HUB_ARTIFACT_STORE] [default: files under the data dir]
+    #[arg(long, value_name = "URL")]
+    pub artifact_store: Option<String>,
+    /// Bound of this machine's cache of an S3 artifact store, in bytes
+    /// [env: MLX_HUB_CACHE_MAX_BYTES] [default: 21474836480 (20 GiB)]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_max_bytes: Option<u64>,
 }
 
 impl HubArgs {
@@ -25,6 +34,8 @@ impl HubArgs {
         ConfigOverrides {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
+            artifact_store: self.artifact_store.clone(),
+            cache_max_bytes: self.cache_max_bytes,
             ..ConfigOverrides::default()
         }
     }
@@ -112,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         data_dir = %config.data_dir.display(),
         database = %config.database_url_redacted(),
+        artifact_store = config.artifact_store.as_deref().unwrap_or("local"),
         import_root = %config.import_root.display(),
         auth = config.api_token.is_some(),
         mlflow = config.mlflow_uri.is_some(),

@@ -28,6 +28,10 @@ pub struct Args {
     /// Run at most one job (if one is queued), print its outcome as JSON, exit.
     #[arg(long)]
     pub once: bool,
+    /// Memory this worker advertises, in bytes (jobs needing more are left to
+    /// others) [default: the machine's physical memory]
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub device_memory_bytes: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -50,6 +54,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_lease(Duration::from_secs(args.lease_seconds))
             .with_poll_interval(Duration::from_millis(args.poll_ms))
             .with_provenance(provenance());
+        let mut caps = worker.capabilities.clone();
+        if let Some(m) = args.device_memory_bytes {
+            caps.memory_bytes = m;
+        }
+        tracing::info!(
+            device = caps.device.as_str(),
+            memory_bytes = caps.memory_bytes,
+            mlx_version = %caps.mlx_version,
+            artifact_store = hub.artifacts.kind(),
+            "worker capabilities"
+        );
+        let worker = worker.with_capabilities(caps);
         if args.once {
             match worker.run_once().await? {
                 Some(outcome) => print_json(&outcome)?,

@@ -57,3 +57,10 @@ pub(crate) async fn cancel(
 ) -> HubResult<Response> {
     Ok(Json(hub.store.request_cancel(id).await?).into_response())
 }
+
+/// `GET /api/workers`: the workers that registered, most recently seen first,
+/// with their capabilities.
+pub(crate) async fn workers(State(hub): State<Hub>) -> HubResult<Response> {
+    let workers = hub.store.list_workers().await?;
+    Ok(Json(serde_json::json!({ "data": workers })).into_response())
+}

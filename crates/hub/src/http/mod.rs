@@ -27,6 +27,7 @@
 //! | `/api/jobs` | GET `?state=&limit=&offset=`, POST (see [`crate::training::SubmitJob`]) |
 //! | `/api/jobs/{id}` | GET (with runs) |
 //! | `/api/jobs/{id}/cancel` | POST |
+//! | `/api/workers` | GET — registered workers and their capabilities |
 //! | `/api/runs/{id}` | GET (with metric keys and latest values) |
 //! | `/api/runs/{id}/metrics` | GET `?key=&from=&to=` (steps, inclusive) |
 //! | `/api/mlflow/status` | GET: MLflow sync on/off, outbox backlog and recent errors |
@@ -169,6 +170,7 @@ impl RouterBuilder {
             .route("/api/jobs", get(jobs::list).post(jobs::submit))
             .route("/api/jobs/{id}", get(jobs::show))
             .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+            .route("/api/workers", get(jobs::workers))
             .route("/api/runs/{id}", get(runs::show))
             .route("/api/runs/{id}/metrics", get(runs::metrics))
             .route("/api/ps", get(openai::ps::ps))

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::artifacts::LocalArtifactStore;
+use crate::artifacts::{ArtifactStore, Artifacts, LocalBlob};
 use crate::error::HubError;
 use crate::store::{Store, StoreError, VersionStatus};
 
@@ -423,7 +423,7 @@ fn now_ms() -> i64 {
 
 struct Inner {
     store: Store,
-    artifacts: LocalArtifactStore,
+    artifacts: Artifacts,
     cache_dir: PathBuf,
     config: ServingConfig,
     /// Loaded models by version id.
@@ -501,14 +501,14 @@ impl Drop for Reservation {
 impl Pool {
     pub fn new(
         store: Store,
-        artifacts: LocalArtifactStore,
+        artifacts: impl Into<Artifacts>,
         data_dir: &Path,
         config: ServingConfig,
     ) -> Pool {
         Pool {
             inner: Arc::new(Inner {
                 store,
-                artifacts,
+                artifacts: artifacts.into(),
                 cache_dir: data_dir.join("cache").join("models"),
                 config,
                 loaded: Mutex::new(HashMap::new()),
@@ -704,9 +704,22 @@ impl Pool {
                     .map(|((a, d), f)| (d, f, a.artifact_uri.clone())),
             )
             .collect::<Vec<_>>();
+        // blobs resolved (a remote store: fetched into its cache and pinned)
+        // before the blocking part links them
+        let mut resolved = Vec::with_capacity(sources.len());
+        for (d, f, uri) in sources {
+            let mut blobs = Vec::with_capacity(f.len());
+            if !d.join(".complete").is_file() {
+                for file in &f {
+                    blobs.push(artifacts.local_blob(&file.sha256).await?);
+                }
+            }
+            resolved.push((d, f, blobs, uri));
+        }
+        let sources = resolved;
         let config = tokio::task::spawn_blocking(move || {
-            for (d, f, uri) in &sources {
-                materialise(&artifacts, d, f, uri.as_deref())?;
+            for (d, f, blobs, uri) in &sources {
+                materialise(d, f, blobs, uri.as_deref())?;
             }
             engine::config::ModelConfig::from_dir(&sources[0].0)
                 .map_err(|e| HubError::Internal(format!("the model's config.json: {e}")))
@@ -868,9 +881,9 @@ impl Pool {
 /// Hard-links (or copies) the version's files into `dir`, once: a finished
 /// folder carries a `.complete` marker; it is built beside and renamed.
 fn materialise(
-    artifacts: &LocalArtifactStore,
     dir: &Path,
     files: &[crate::store::VersionFile],
+    blobs: &[Option<LocalBlob>],
     artifact_uri: Option<&str>,
 ) -> Result<(), HubError> {
     if dir.join(".complete").is_file() {
@@ -887,7 +900,7 @@ fn materialise(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     let result = (|| -> Result<(), HubError> {
-        for f in files {
+        for (i, f) in files.iter().enumerate() {
             let rel = Path::new(&f.path);
             if rel.is_absolute()
                 || rel
@@ -903,8 +916,8 @@ fn materialise(
             if let Some(p) = dest.parent() {
                 std::fs::create_dir_all(p)?;
             }
-            let src = match artifacts.locate_sync(&f.sha256)? {
-                Some(tier) => artifacts.blob_path(tier, &f.sha256),
+            let src = match blobs.get(i).and_then(Option::as_ref) {
+                Some(blob) => blob.path.clone(),
                 None => {
                     // a linked version: the files stay in the registered folder
                     let Some(base) = artifact_uri.and_then(|u| u.strip_prefix("file://")) else {

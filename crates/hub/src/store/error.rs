@@ -72,6 +72,27 @@ pub enum StoreError {
         message: String,
     },
 
+    /// A blob downloaded from the object store does not hash to its name: the
+    /// download was discarded (nothing cached, nothing registered from it).
+    /// HTTP 502.
+    #[error(
+        "artifact {sha256} failed its integrity check: object {key} has sha256 {actual}; \
+         the download was discarded"
+    )]
+    IntegrityMismatch {
+        sha256: String,
+        key: String,
+        actual: String,
+    },
+
+    /// The object store (S3) refused or failed a request. HTTP 502.
+    #[error("object store: {op} {key}: {message}")]
+    ObjectStore {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+
     /// Migrations could not be applied. HTTP 500.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -115,6 +136,8 @@ impl StoreError {
             StoreError::PathEscapesRoot { .. } => "path_escapes_root",
             StoreError::Io { .. } => "io_error",
             StoreError::Corrupt { .. } => "corrupt_data",
+            StoreError::IntegrityMismatch { .. } => "artifact_corrupt",
+            StoreError::ObjectStore { .. } => "object_store_error",
             StoreError::Migrate(_) => "migration_failed",
             StoreError::Database(_) => "database_error",
         }
@@ -129,6 +152,7 @@ impl StoreError {
             | StoreError::Immutable { .. }
             | StoreError::LeaseNotHeld { .. } => 409,
             StoreError::InvalidInput { .. } | StoreError::PathEscapesRoot { .. } => 422,
+            StoreError::IntegrityMismatch { .. } | StoreError::ObjectStore { .. } => 502,
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => 503,
             StoreError::Io { .. }
             | StoreError::Corrupt { .. }

@@ -21,6 +21,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::versions::make_ready_tx;
+use super::workers::{DeviceKind, JobRequirements, WorkerCapabilities};
 use super::{
     AssertSql, Backend, Store, StoreError, StoreResult, Violation, check_name, from_json, to_json,
     violation,
@@ -153,6 +154,9 @@ pub struct Job {
     /// Start of the current (or last) attempt.
     pub started_at_ms: Option<i64>,
     pub finished_at_ms: Option<i64>,
+    /// What the worker must offer (device kind, memory); empty: any worker.
+    #[serde(skip_serializing_if = "JobRequirements::is_empty")]
+    pub requirements: JobRequirements,
 }
 
 /// The state of a renewed lease.
@@ -201,7 +205,17 @@ impl Default for JobFilter {
 
 const COLS: &str = "id, kind, state, priority, config, base_version_id, dataset_id, attempts, \
     max_attempts, lease_owner, lease_expires_at_ms, cancel_requested, progress, error, \
-    result_version_id, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms";
+    result_version_id, created_at_ms, updated_at_ms, started_at_ms, finished_at_ms, \
+    required_device, min_memory_bytes";
+
+/// The claim's filter: jobs whose requirements the worker (device `$dev`,
+/// memory `$mem`; NULL = unknown, no filter) meets.
+fn fits_sql(dev: &str, mem: &str) -> String {
+    format!(
+        "({dev} IS NULL OR required_device IS NULL OR required_device = {dev}) \
+         AND ({mem} IS NULL OR min_memory_bytes IS NULL OR min_memory_bytes <= {mem})"
+    )
+}
 
 fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
     let state: String = row.try_get("state")?;
@@ -235,6 +249,17 @@ fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
         updated_at_ms: row.try_get("updated_at_ms")?,
         started_at_ms: row.try_get("started_at_ms")?,
         finished_at_ms: row.try_get("finished_at_ms")?,
+        requirements: JobRequirements {
+            device: match row.try_get::<Option<String>, _>("required_device")? {
+                Some(d) => Some(
+                    DeviceKind::parse(&d).ok_or_else(|| corrupt("required_device", &d))?,
+                ),
+                None => None,
+            },
+            min_memory_bytes: row
+                .try_get::<Option<i64>, _>("min_memory_bytes")?
+                .map(|m| m.max(0) as u64),
+        },
     })
 }
 
@@ -251,16 +276,22 @@ fn check_worker(worker_id: &str) -> StoreResult<()> {
 }
 
 impl Store {
-    /// Adds a job to the queue.
+    /// Adds a job to the queue (any worker may run it).
     pub async fn enqueue(&self, new: &NewJob) -> StoreResult<Job> {
+        self.enqueue_with(new, &JobRequirements::default()).await
+    }
+
+    /// Adds a job to the queue that only a worker meeting `req` may claim.
+    pub async fn enqueue_with(&self, new: &NewJob, req: &JobRequirements) -> StoreResult<Job> {
         if new.max_attempts < 1 {
             return Err(StoreError::invalid("max_attempts", "must be at least 1"));
         }
+        req.validate()?;
         let now = self.now_ms();
         let row = sqlx::query(AssertSql(format!(
             "INSERT INTO training_jobs (kind, state, priority, config, base_version_id, dataset_id, \
-             max_attempts, created_at_ms, updated_at_ms) \
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $7) RETURNING {COLS}"
+             max_attempts, created_at_ms, updated_at_ms, required_device, min_memory_bytes) \
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $7, $8, $9) RETURNING {COLS}"
         )))
         .bind(new.kind.as_str())
         .bind(new.priority)
@@ -269,6 +300,8 @@ impl Store {
         .bind(new.dataset_id)
         .bind(new.max_attempts)
         .bind(now)
+        .bind(req.device.map(DeviceKind::as_str))
+        .bind(req.min_memory_bytes.map(|m| m as i64))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match violation(&e) {
@@ -330,7 +363,20 @@ impl Store {
     /// Claims the next queued job for `worker_id` with a lease of `lease`
     /// (`attempts` + 1). `None` when the queue is empty.
     pub async fn claim(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Job>> {
+        self.claim_fitting(worker_id, lease, None).await
+    }
+
+    /// [`Store::claim`] restricted to jobs whose requirements `caps` meets
+    /// (`None`: any job).
+    pub async fn claim_fitting(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        caps: Option<&WorkerCapabilities>,
+    ) -> StoreResult<Option<Job>> {
         check_worker(worker_id)?;
+        let dev = caps.map(|c| c.device.as_str());
+        let mem = caps.map(|c| c.memory_bytes.min(i64::MAX as u64) as i64);
         let lease = lease_ms(lease)?;
         let now = self.now_ms();
         let set = "state = 'running', attempts = attempts + 1, lease_owner = $2, \
@@ -339,10 +385,13 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let row = match self.backend {
             Backend::Postgres => {
-                let id: Option<i64> = sqlx::query_scalar(
-                    "SELECT id FROM training_jobs WHERE state = 'queued' \
+                let id: Option<i64> = sqlx::query_scalar(AssertSql(format!(
+                    "SELECT id FROM training_jobs WHERE state = 'queued' AND {} \
                      ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                )
+                    fits_sql("$1", "$2")
+                )))
+                .bind(dev)
+                .bind(mem)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(id) = id else {
@@ -363,13 +412,16 @@ impl Store {
             Backend::Sqlite => {
                 sqlx::query(AssertSql(format!(
                     "UPDATE training_jobs SET {set} WHERE id = (SELECT id FROM training_jobs \
-                     WHERE state = 'queued' ORDER BY priority DESC, id LIMIT $1) \
-                     AND state = 'queued' RETURNING {COLS}"
+                     WHERE state = 'queued' AND {} ORDER BY priority DESC, id LIMIT $1) \
+                     AND state = 'queued' RETURNING {COLS}",
+                    fits_sql("$5", "$6")
                 )))
                 .bind(1_i64)
                 .bind(worker_id)
                 .bind(now + lease)
                 .bind(now)
+                .bind(dev)
+                .bind(mem)
                 .fetch_optional(&mut *tx)
                 .await?
             }

@@ -16,6 +16,7 @@ mod models;
 mod records;
 mod runs;
 mod versions;
+mod workers;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use datasets::{Dataset, NewDataset};
@@ -25,6 +26,9 @@ pub use mlflow::{OutboxEntry, OutboxKind, OutboxStatus, UnsyncedMetric};
 pub use models::{Model, ModelFilter, ModelUpdate, NewModel};
 pub use records::ArtifactRecord;
 pub use runs::{Metric, MetricPoint, NewRun, Run, RunStatus};
+pub use workers::{
+    DeviceKind, JobRequirements, WorkerCapabilities, WorkerInfo, machine_memory_bytes,
+};
 pub use versions::{
     Lineage, ModelVersion, NewVersion, VersionAlias, VersionFile, VersionRef, VersionStatus,
     VersionUpdate, check_relative_path,
@@ -266,6 +270,11 @@ fn migrator(backend: Backend) -> Migrator {
                 "mlflow outbox",
                 include_str!("../../migrations/sqlite/0002_mlflow_outbox.sql"),
             ),
+            (
+                3,
+                "workers",
+                include_str!("../../migrations/sqlite/0003_workers.sql"),
+            ),
         ],
         Backend::Postgres => &[
             (
@@ -277,6 +286,11 @@ fn migrator(backend: Backend) -> Migrator {
                 2,
                 "mlflow outbox",
                 include_str!("../../migrations/postgres/0002_mlflow_outbox.sql"),
+            ),
+            (
+                3,
+                "workers",
+                include_str!("../../migrations/postgres/0003_workers.sql"),
             ),
         ],
     };

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::train_job::{ADAPTER_FORMAT, Control, Failure, fail, materialise};
 use super::{JobOutcome, Worker};
-use crate::artifacts::ArtifactStore;
+use crate::artifacts::{ArtifactStore, LocalBlob};
 use crate::store::{Job, JobState, MetricPoint, ModelVersion, NewRun, RunStatus};
 use crate::training::EvalConfig;
 
@@ -84,23 +84,31 @@ pub(super) async fn run(
     out
 }
 
-/// The files of a version, where they are on disk.
-async fn sources(w: &Worker, v: &ModelVersion) -> Result<Vec<(String, PathBuf, i64)>, Failure> {
+/// The files of a version, where they are on disk, and the cache pins that
+/// keep them there (a remote store) until they are linked out.
+async fn sources(
+    w: &Worker,
+    v: &ModelVersion,
+) -> Result<(Vec<(String, PathBuf, i64)>, Vec<LocalBlob>), Failure> {
     let mut out = Vec::new();
+    let mut pins = Vec::new();
     for f in w.store.version_files(v.id).await? {
         let src = match v.artifact_uri.as_deref() {
             Some(uri) if uri.starts_with("file://") => {
                 PathBuf::from(&uri["file://".len()..]).join(&f.path)
             }
-            _ => w
-                .artifacts
-                .local_path(&f.sha256)
-                .await?
-                .ok_or_else(|| fail(format!("blob {} of {} is missing", f.sha256, f.path)))?,
+            _ => {
+                let blob = w.artifacts.local_blob(&f.sha256).await?.ok_or_else(|| {
+                    fail(format!("blob {} of {} is missing", f.sha256, f.path))
+                })?;
+                let p = blob.path.clone();
+                pins.push(blob);
+                p
+            }
         };
         out.push((f.path, src, f.size_bytes));
     }
-    Ok(out)
+    Ok((out, pins))
 }
 
 async fn attempt(
@@ -138,17 +146,24 @@ async fn attempt(
         (version.clone(), None)
     };
     let dataset = w.store.get_dataset(dataset_id).await?;
-    let split_file = PathBuf::from(&dataset.location).join(format!("{}.jsonl", cfg.split));
+    let dataset_dir = w
+        .artifacts
+        .ensure_dataset(&dataset.content_hash, Path::new(&dataset.location))
+        .await?;
+    let split_file = dataset_dir.join(format!("{}.jsonl", cfg.split));
 
     let workdir = tempfile::Builder::new()
         .prefix(&format!("job-{}-", job.id))
         .tempdir_in(w.artifacts.tmp_dir())?;
     let model_dir = workdir.path().join("model");
     let adapter_dir = workdir.path().join("adapter");
-    let base_files = sources(w, &base).await?;
-    let adapter_files = match &adapter {
-        Some(a) => Some(sources(w, a).await?),
-        None => None,
+    let (base_files, _base_pins) = sources(w, &base).await?;
+    let (adapter_files, _adapter_pins) = match &adapter {
+        Some(a) => {
+            let (files, pins) = sources(w, a).await?;
+            (Some(files), pins)
+        }
+        None => (None, Vec::new()),
     };
     let (md, ad) = (model_dir.clone(), adapter_dir.clone());
     tokio::task::spawn_blocking(move || {

@@ -29,15 +29,17 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::artifacts::LocalArtifactStore;
+use crate::artifacts::Artifacts;
 use crate::error::HubResult;
 use crate::service::Hub;
-use crate::store::{Job, JobKind, JobState, ReapedJob, Store};
+use crate::store::{Job, JobKind, JobState, ReapedJob, Store, WorkerCapabilities};
 
 /// Default lease of a claimed job.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Default pause between polls of an empty queue.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// A polling worker refreshes its `workers.last_seen_ms` at most this often.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Provenance recorded in the lineage of every version a worker trains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,12 +122,16 @@ impl JobOutcome {
 #[derive(Debug, Clone)]
 pub struct Worker {
     pub store: Store,
-    pub artifacts: LocalArtifactStore,
+    pub artifacts: Artifacts,
     /// Unique among the workers sharing the database.
     pub id: String,
     pub lease: Duration,
     pub poll_interval: Duration,
     pub provenance: Provenance,
+    /// What this worker offers; it claims only jobs whose requirements fit.
+    pub capabilities: WorkerCapabilities,
+    /// When the worker last wrote its `workers` row (`None`: not registered).
+    last_seen: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// `<hostname>-<pid>`.
@@ -140,14 +146,53 @@ pub fn default_worker_id() -> String {
 }
 
 impl Worker {
-    pub fn new(store: Store, artifacts: LocalArtifactStore, id: impl Into<String>) -> Worker {
+    pub fn new(store: Store, artifacts: impl Into<Artifacts>, id: impl Into<String>) -> Worker {
         Worker {
             store,
-            artifacts,
+            artifacts: artifacts.into(),
             id: id.into(),
             lease: DEFAULT_LEASE,
             poll_interval: DEFAULT_POLL_INTERVAL,
             provenance: Provenance::detect(),
+            capabilities: WorkerCapabilities::detect(),
+            last_seen: Default::default(),
+        }
+    }
+
+    /// Overrides what the worker advertises (and so which jobs it claims).
+    pub fn with_capabilities(mut self, capabilities: WorkerCapabilities) -> Worker {
+        self.capabilities = capabilities;
+        self.last_seen = Default::default();
+        self
+    }
+
+    /// Registers the worker's capabilities (first poll) or refreshes its
+    /// `last_seen_ms` (every [`HEARTBEAT_INTERVAL`]). Errors are logged.
+    async fn announce(&self) {
+        let due = {
+            let last = self.last_seen.lock().expect("worker heartbeat lock");
+            match *last {
+                None => Some(true),
+                Some(t) if t.elapsed() >= HEARTBEAT_INTERVAL => Some(false),
+                Some(_) => None,
+            }
+        };
+        let Some(first) = due else { return };
+        let r = if first {
+            let host = default_worker_id();
+            let host = host.rsplit_once('-').map_or(host.as_str(), |(h, _)| h);
+            self.store
+                .register_worker(&self.id, host, &self.capabilities)
+                .await
+        } else {
+            self.store.worker_heartbeat(&self.id).await
+        };
+        match r {
+            Ok(()) => {
+                *self.last_seen.lock().expect("worker heartbeat lock") =
+                    Some(std::time::Instant::now());
+            }
+            Err(e) => tracing::warn!(worker = %self.id, error = %e, "cannot register the worker"),
         }
     }
 
@@ -191,7 +236,12 @@ impl Worker {
 
     async fn poll(&self, shutdown: Option<watch::Receiver<bool>>) -> HubResult<Option<JobOutcome>> {
         self.reap().await;
-        let Some(job) = self.store.claim(&self.id, self.lease).await? else {
+        self.announce().await;
+        let Some(job) = self
+            .store
+            .claim_fitting(&self.id, self.lease, Some(&self.capabilities))
+            .await?
+        else {
             return Ok(None);
         };
         let kind = job.kind.as_str();

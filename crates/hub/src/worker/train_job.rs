@@ -309,16 +309,21 @@ async fn attempt(
     let model_dir = workdir.path().join("model");
     let adapter_dir = workdir.path().join("adapters");
     let mut sources = Vec::with_capacity(base_files.len());
+    // pinned in a remote store's cache until linked into the workdir
+    let mut pins = Vec::with_capacity(base_files.len());
     for f in &base_files {
         let src = match base.artifact_uri.as_deref() {
             Some(uri) if uri.starts_with("file://") => {
                 PathBuf::from(&uri["file://".len()..]).join(&f.path)
             }
-            _ => w
-                .artifacts
-                .local_path(&f.sha256)
-                .await?
-                .ok_or_else(|| fail(format!("blob {} of {} is missing", f.sha256, f.path)))?,
+            _ => {
+                let blob = w.artifacts.local_blob(&f.sha256).await?.ok_or_else(|| {
+                    fail(format!("blob {} of {} is missing", f.sha256, f.path))
+                })?;
+                let p = blob.path.clone();
+                pins.push(blob);
+                p
+            }
         };
         sources.push((f.path.clone(), src, f.size_bytes));
     }
@@ -326,11 +331,16 @@ async fn attempt(
     tokio::task::spawn_blocking(move || materialise(&md, &sources))
         .await
         .map_err(|e| fail(format!("materialising the base model: {e}")))??;
+    drop(pins);
 
     let cfg = engine_config(&spec.train, &adapter_dir)?;
     let iters = cfg.iters.max(1);
     let mask_prompt = spec.train.mask_prompt;
-    let data_dir = PathBuf::from(&dataset.location);
+    // on another machine than the one it was registered on: fetched from the store
+    let data_dir = w
+        .artifacts
+        .ensure_dataset(&dataset.content_hash, Path::new(&dataset.location))
+        .await?;
 
     // the trainer, on its own thread
     let (tx, mut rx) = mpsc::unbounded_channel::<TrainEvent>();
