@@ -31,6 +31,11 @@ const TOKEN: &str = "netns-test-token";
 const SERVE_PORT: u16 = 8000;
 const PG_PORT: u16 = 5432;
 const LEASE_SECONDS: &str = "3";
+const S3_PORT: u16 = 9000;
+const S3_KEY: &str = "netnstestkey";
+const S3_SECRET: &str = "netnstestsecret";
+const BUCKET: &str = "mlx-hub";
+const PREFIX: &str = "netns";
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mlx-hub")
@@ -154,6 +159,10 @@ fn preflight() -> Option<String> {
     if !fixture().join("config.json").is_file() {
         return Some(format!("{} is missing", fixture().display()));
     }
+    match Command::new("s3s-fs").arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        _ => return Some("s3s-fs is not installed (scripts/setup-test-deps.sh)".into()),
+    }
     if let Err(e) = psql(&pg_admin_url(), "SELECT 1") {
         return Some(format!(
             "PostgreSQL at {} is unreachable: {e}",
@@ -166,6 +175,7 @@ fn preflight() -> Option<String> {
 /// The processes of the cluster and how to reach them.
 struct Cluster {
     serve: Proc,
+    _s3: Proc,
     workers: Vec<Proc>,
     serve_addr: SocketAddr,
 }
@@ -327,59 +337,77 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
         .tempdir()
         .unwrap();
     let root = dir.path();
-    let shared = root.join("shared");
     let import = root.join("import");
     std::fs::create_dir_all(&import).unwrap();
 
+    // the S3 server, over its own directory; the bucket is a folder of it
+    let s3_root = root.join("s3");
+    std::fs::create_dir_all(s3_root.join(BUCKET)).unwrap();
+    let s3_addr = SocketAddr::V4(SocketAddrV4::new(net.addr("s3"), S3_PORT));
+    let mut cmd = net.command("s3", "s3s-fs");
+    cmd.arg("--host")
+        .arg(net.addr("s3").to_string())
+        .args(["--port", &S3_PORT.to_string()])
+        .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+        .arg(&s3_root)
+        .env("RUST_LOG", "warn");
+    let mut s3 = Proc::spawn("s3s-fs", cmd, root.join("s3s-fs.log"));
+    wait_tcp(s3_addr, Duration::from_secs(30), &mut s3);
+
+    // every mlx-hub process: its own data dir, the DB through the forwarder,
+    // artifacts in the S3 server
+    let hub = |node: &str, args: &[&str]| {
+        let mut cmd = net.command(node, bin());
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(root.join(node))
+            .arg("--database-url")
+            .arg(&db_url)
+            .args(["--artifact-store", &format!("s3://{BUCKET}/{PREFIX}")])
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://{s3_addr}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info");
+        cmd
+    };
+
     // serve first: it migrates the database
     let serve_addr = SocketAddr::V4(SocketAddrV4::new(net.addr("serve"), SERVE_PORT));
-    let mut cmd = net.command("serve", bin());
-    cmd.args(["serve", "--no-worker", "--port", &SERVE_PORT.to_string()])
+    let mut cmd = hub("serve", &["serve", "--no-worker"]);
+    cmd.args(["--port", &SERVE_PORT.to_string()])
         .arg("--host")
         .arg(net.addr("serve").to_string())
-        .arg("--data-dir")
-        .arg(&shared)
-        .arg("--database-url")
-        .arg(&db_url)
         .arg("--import-root")
         .arg(&import)
-        .env("MLX_HUB_API_TOKEN", TOKEN)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info");
+        .env("MLX_HUB_API_TOKEN", TOKEN);
     let mut serve = Proc::spawn("serve", cmd, root.join("serve.log"));
     wait_tcp(serve_addr, Duration::from_secs(60), &mut serve);
 
     let mut workers = Vec::new();
     for w in ["w1", "w2"] {
-        let mut cmd = net.command(w, bin());
-        cmd.args([
-            "worker",
-            "--lease-seconds",
-            LEASE_SECONDS,
-            "--poll-ms",
-            "100",
-        ])
-        .args(["--id", w])
-        .arg("--data-dir")
-        .arg(&shared)
-        .arg("--database-url")
-        .arg(&db_url)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info");
+        let mut cmd = hub(w, &["worker", "--lease-seconds", LEASE_SECONDS]);
+        cmd.args(["--poll-ms", "100", "--id", w]);
         workers.push(Proc::spawn(w, cmd, root.join(format!("{w}.log"))));
     }
     let mut c = Cluster {
         serve,
         workers,
         serve_addr,
+        _s3: s3,
     };
     eprintln!(
         "topology:\n{}  PostgreSQL: forwarder listening in {} on {} -> {} (root namespace)\n  \
-         serve API at http://{serve_addr}, workers w1/w2 with --lease-seconds {LEASE_SECONDS}",
+         s3s-fs in {} at http://{s3_addr} (artifact store s3://{BUCKET}/{PREFIX})\n  \
+         serve API at http://{serve_addr}, workers w1/w2 with --lease-seconds {LEASE_SECONDS}; \
+         each mlx-hub process has its own data dir",
         net.describe(),
         net.node("db").ns,
         fwd.listen,
-        pg_target
+        pg_target,
+        net.node("s3").ns,
     );
 
     // the base model and a dataset, through serve's API
@@ -569,10 +597,106 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
         "serve answered with tiny-lora:{number}: {:?}",
         chat["choices"][0]["message"]["content"]
     );
+
+    // 4. a corrupt object: another base model (weights differ by one bit, so
+    // no machine has them cached yet), its weights object damaged in place
+    let variant = import.join("tiny-b");
+    std::fs::create_dir_all(&variant).unwrap();
+    for f in std::fs::read_dir(fixture()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), variant.join(f.file_name())).unwrap();
+    }
+    let weights = variant.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    bytes[n - 4] ^= 1; // the lowest mantissa bit of the last f32
+    std::fs::write(&weights, &bytes).unwrap();
+    c.ok("POST", "/api/models", Some(json!({"name": "tiny-b"})));
+    let b = c.ok(
+        "POST",
+        "/api/models/tiny-b/versions",
+        Some(json!({"path": variant})),
+    );
+    let sha = b["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "model.safetensors")
+        .and_then(|f| f["sha256"].as_str())
+        .unwrap()
+        .to_string();
+    let object = s3_root
+        .join(BUCKET)
+        .join(PREFIX)
+        .join("blobs/sha256")
+        .join(&sha[..2])
+        .join(&sha);
+    let mut stored = std::fs::read(&object)
+        .unwrap_or_else(|e| panic!("the weights object {}: {e}", object.display()));
+    let mid = stored.len() / 2;
+    for b in &mut stored[mid..mid + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&object, &stored).unwrap();
+    let bad = c.submit("tiny-b", 10, 5);
+    let mut owners = Vec::new();
+    let failed = c.watch(bad, Duration::from_secs(60), &mut owners, |j| {
+        j["state"] != "queued" && j["state"] != "running"
+    });
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("integrity check") && error.contains(&sha),
+        "the job's error names the hash check and the blob: {error}"
+    );
+    assert_eq!(
+        failed["attempts"], 1,
+        "a refused download is not retried: {failed}"
+    );
+    let registered = db.rows(&format!(
+        "SELECT id, status FROM model_versions \
+         WHERE (lineage::json->>'job_id')::bigint = {bad}"
+    ));
+    assert!(registered.is_empty(), "{registered:?}");
+    assert!(
+        db.rows("SELECT id FROM models WHERE name = 'tiny-b-lora'")
+            .is_empty(),
+        "nothing registered from the corrupt base"
+    );
+    for w in ["w1", "w2"] {
+        let cached = find_named(&root.join(w), &sha);
+        assert!(cached.is_empty(), "{w} kept the corrupt blob: {cached:?}");
+    }
+    eprintln!(
+        "fault 2: flipped 16 bytes of object {} (model.safetensors of tiny-b); job {bad} on {:?}: \
+         failed, attempts 1, error: {error}; no version registered, nothing cached",
+        object.strip_prefix(&s3_root).unwrap().display(),
+        owners
+    );
+    let phase4 = t0.elapsed();
+
     c.check_alive();
     eprintln!(
-        "timings: setup {setup_done:?}, two jobs {phase1:?}, link fault {phase2:?}, chat {phase3:?}"
+        "timings: setup {setup_done:?}, two jobs {phase1:?}, link fault {phase2:?}, \
+         chat {phase3:?}, corrupt object {phase4:?}"
     );
+}
+
+/// Files under `dir` whose name contains `needle`.
+fn find_named(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find_named(&p, needle));
+        } else if e.file_name().to_string_lossy().contains(needle) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// The version number of version `id` of `tiny-lora`.
