@@ -171,10 +171,7 @@ impl BlobCache {
                     continue;
                 }
                 let Ok(m) = f.metadata() else { continue };
-                let used = m
-                    .accessed()
-                    .or_else(|_| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let used = m.accessed().or_else(|_| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push((name, m.len(), used));
             }
         }
