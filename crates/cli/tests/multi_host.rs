@@ -639,8 +639,8 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
     }
     std::fs::write(&object, &stored).unwrap();
     let bad = c.submit("tiny-b", 10, 5);
-    let mut owners = Vec::new();
-    let failed = c.watch(bad, Duration::from_secs(60), &mut owners, |j| {
+    let mut seen = Vec::new();
+    let failed = c.watch(bad, Duration::from_secs(60), &mut seen, |j| {
         j["state"] != "queued" && j["state"] != "running"
     });
     assert_eq!(failed["state"], "failed", "{failed}");
@@ -671,7 +671,11 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
         "fault 2: flipped 16 bytes of object {} (model.safetensors of tiny-b); job {bad} on {:?}: \
          failed, attempts 1, error: {error}; no version registered, nothing cached",
         object.strip_prefix(&s3_root).unwrap().display(),
-        owners
+        c.workers
+            .iter()
+            .filter(|w| claimed_jobs(&w.log_text()).contains(&bad))
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
     );
     let phase4 = t0.elapsed();
 
