@@ -653,7 +653,11 @@ impl Artifacts {
 
     /// Makes sure a dataset's folder exists on this machine: `recorded` when
     /// it is there, else (S3) fetched into `<data_dir>/datasets/<content_hash>`.
-    pub async fn ensure_dataset(&self, content_hash: &str, recorded: &Path) -> StoreResult<PathBuf> {
+    pub async fn ensure_dataset(
+        &self,
+        content_hash: &str,
+        recorded: &Path,
+    ) -> StoreResult<PathBuf> {
         if recorded.is_dir() {
             return Ok(recorded.to_path_buf());
         }

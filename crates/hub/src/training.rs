@@ -297,12 +297,12 @@ impl Hub {
             .store
             .enqueue_with(
                 &NewJob {
-                kind: req.kind,
-                config,
-                base_version_id: Some(version.id),
-                dataset_id: Some(dataset.id),
-                max_attempts: req.max_attempts,
-                priority: req.priority,
+                    kind: req.kind,
+                    config,
+                    base_version_id: Some(version.id),
+                    dataset_id: Some(dataset.id),
+                    max_attempts: req.max_attempts,
+                    priority: req.priority,
                 },
                 &req.requirements,
             )
@@ -379,12 +379,12 @@ impl Hub {
             .store
             .enqueue_with(
                 &NewJob {
-                kind: JobKind::Evaluate,
-                config,
-                base_version_id: Some(version.id),
-                dataset_id: Some(dataset.id),
-                max_attempts: req.max_attempts,
-                priority: req.priority,
+                    kind: JobKind::Evaluate,
+                    config,
+                    base_version_id: Some(version.id),
+                    dataset_id: Some(dataset.id),
+                    max_attempts: req.max_attempts,
+                    priority: req.priority,
                 },
                 &req.requirements,
             )

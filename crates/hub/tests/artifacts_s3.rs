@@ -25,9 +25,7 @@ use hub::artifacts::cache::BlobCache;
 use hub::artifacts::{ArtifactStore, Artifacts, Tier, sha256_bytes};
 use hub::dataset_import::RegisterDataset;
 use hub::registry::RegisterFolder;
-use hub::store::{
-    DeviceKind, JobKind, JobRequirements, JobState, NewJob, WorkerCapabilities,
-};
+use hub::store::{DeviceKind, JobKind, JobRequirements, JobState, NewJob, WorkerCapabilities};
 use hub::worker::Worker;
 use hub::{Hub, HubConfig, StoreError};
 use serde_json::{Value, json};
@@ -149,7 +147,10 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
         let p = e.path();
         if p.is_dir() {
             out.extend(files_under(&p));
-        } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+        } else if !p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
             out.push(p);
         }
     }
@@ -200,16 +201,31 @@ async fn put_locate_open_archive_restore_delete_round_trip() {
 
     store.archive(&put.sha256).await.unwrap();
     store.archive(&put.sha256).await.unwrap();
-    assert_eq!(store.locate(&put.sha256).await.unwrap(), Some(Tier::Archive));
-    assert_eq!(store.list(Tier::Archive).await.unwrap(), vec![put.sha256.clone()]);
-    assert_eq!(store.list(Tier::Active).await.unwrap(), vec![putf.sha256.clone()]);
+    assert_eq!(
+        store.locate(&put.sha256).await.unwrap(),
+        Some(Tier::Archive)
+    );
+    assert_eq!(
+        store.list(Tier::Archive).await.unwrap(),
+        vec![put.sha256.clone()]
+    );
+    assert_eq!(
+        store.list(Tier::Active).await.unwrap(),
+        vec![putf.sha256.clone()]
+    );
     // archived blobs stay readable
     assert!(store.open(&put.sha256).await.is_ok());
     store.restore(&put.sha256).await.unwrap();
     assert_eq!(store.locate(&put.sha256).await.unwrap(), Some(Tier::Active));
     // putting archived content brings it back to active
     store.archive(&put.sha256).await.unwrap();
-    assert!(!store.put_bytes(b"hello artifacts".to_vec()).await.unwrap().created);
+    assert!(
+        !store
+            .put_bytes(b"hello artifacts".to_vec())
+            .await
+            .unwrap()
+            .created
+    );
     assert_eq!(store.locate(&put.sha256).await.unwrap(), Some(Tier::Active));
 
     store.delete(&put.sha256).await.unwrap();
@@ -247,25 +263,32 @@ async fn bad_settings_are_refused_and_a_missing_bucket_is_named() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, StoreError::InvalidInput { field: "artifact_store", .. }),
+            matches!(
+                err,
+                StoreError::InvalidInput {
+                    field: "artifact_store",
+                    ..
+                }
+            ),
             "{url}: {err}"
         );
     }
     let env = s3.env();
     let no_http = move |k: &str| {
-        if k == "AWS_ALLOW_HTTP" {
-            None
-        } else {
-            env(k)
-        }
+        if k == "AWS_ALLOW_HTTP" { None } else { env(k) }
     };
     let err = Artifacts::open(Some("s3://mlx-hub"), data.path(), 1 << 20, no_http)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("AWS_ALLOW_HTTP"), "{err}");
-    let err = Artifacts::open(Some("s3://no-such-bucket/p"), data.path(), 1 << 20, s3.env())
-        .await
-        .unwrap_err();
+    let err = Artifacts::open(
+        Some("s3://no-such-bucket/p"),
+        data.path(),
+        1 << 20,
+        s3.env(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, StoreError::ObjectStore { .. }) && err.to_string().contains("no-such-bucket"),
         "{err}"
@@ -288,10 +311,7 @@ async fn corrupt_object_is_refused_naming_sha_and_key_and_nothing_is_cached() {
     corrupt(&s3.object_file(&key));
     let err = store.open(&put.sha256).await.unwrap_err();
     let msg = err.to_string();
-    assert!(
-        matches!(err, StoreError::IntegrityMismatch { .. }),
-        "{msg}"
-    );
+    assert!(matches!(err, StoreError::IntegrityMismatch { .. }), "{msg}");
     assert!(msg.contains(&put.sha256) && msg.contains(&key), "{msg}");
     let herr = hub::HubError::from(err);
     assert_eq!(herr.status(), 502);
@@ -362,7 +382,12 @@ async fn s3_hub(s3: &S3Server, db: &TestDb, data: &Path) -> Hub {
     Hub::with_artifacts(config, db.store.clone(), artifacts).unwrap()
 }
 
-async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut req = Request::builder().method(method).uri(uri);
     let body = match body {
         Some(v) => {
@@ -414,7 +439,11 @@ async fn a_model_registered_on_one_machine_is_served_on_another_through_the_cach
     // the files are in the bucket, not in machine 1's data dir
     let files = db.store.version_files(v.id).await.unwrap();
     for f in &files {
-        assert!(s3.object_file(&blob_key("hub", &f.sha256)).is_file(), "{}", f.path);
+        assert!(
+            s3.object_file(&blob_key("hub", &f.sha256)).is_file(),
+            "{}",
+            f.path
+        );
     }
     assert!(!m1.path().join("active").exists());
 
@@ -451,8 +480,11 @@ async fn register_dataset(hub: &Hub) -> hub::store::Dataset {
         s.push('\n');
     }
     std::fs::write(data.join("train.jsonl"), &s).unwrap();
-    std::fs::write(data.join("valid.jsonl"), s.lines().take(4).collect::<Vec<_>>().join("\n") + "\n")
-        .unwrap();
+    std::fs::write(
+        data.join("valid.jsonl"),
+        s.lines().take(4).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
     let (d, _) = hub
         .register_dataset_folder(
             &RegisterDataset {
@@ -543,10 +575,20 @@ async fn workers_pull_through_the_cache_and_a_corrupt_base_fails_the_job() {
     assert_eq!(out.state, JobState::Succeeded, "{:?}", out.error);
     let adapter = db.store.get_version(out.version_id.unwrap()).await.unwrap();
     for f in db.store.version_files(adapter.id).await.unwrap() {
-        assert!(s3.object_file(&blob_key("hub", &f.sha256)).is_file(), "{}", f.path);
+        assert!(
+            s3.object_file(&blob_key("hub", &f.sha256)).is_file(),
+            "{}",
+            f.path
+        );
     }
     // the dataset was materialised on machine 2 from the bucket
-    assert!(m2.path().join("datasets").join(&d.content_hash).join("train.jsonl").is_file());
+    assert!(
+        m2.path()
+            .join("datasets")
+            .join(&d.content_hash)
+            .join("train.jsonl")
+            .is_file()
+    );
 
     let weights = db
         .store
@@ -664,7 +706,13 @@ async fn requirements_gate_claims(db: TestDb) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::InvalidInput { field: "requirements.min_memory_bytes", .. }),
+        matches!(
+            err,
+            StoreError::InvalidInput {
+                field: "requirements.min_memory_bytes",
+                ..
+            }
+        ),
         "{err}"
     );
 
@@ -682,7 +730,10 @@ async fn requirements_gate_claims(db: TestDb) {
     let data = tempfile::tempdir().unwrap();
     let artifacts = hub::LocalArtifactStore::open(data.path()).unwrap();
     let w = Worker::new(s.clone(), artifacts, "cpu-worker").with_capabilities(small_cpu.clone());
-    assert!(w.run_once().await.unwrap().is_none(), "a gpu job is not claimed by a cpu worker");
+    assert!(
+        w.run_once().await.unwrap().is_none(),
+        "a gpu job is not claimed by a cpu worker"
+    );
     let workers = s.list_workers().await.unwrap();
     let me = workers.iter().find(|w| w.id == "cpu-worker").unwrap();
     assert_eq!(me.device, DeviceKind::Cpu);
@@ -709,7 +760,10 @@ async fn job_requirements_over_http_are_validated_and_workers_listed() {
     for (req, field) in [
         (json!({"device": "tpu"}), "device"),
         (json!({"min_memory_bytes": -1}), "min_memory_bytes"),
-        (json!({"min_memory_bytes": 0}), "requirements.min_memory_bytes"),
+        (
+            json!({"min_memory_bytes": 0}),
+            "requirements.min_memory_bytes",
+        ),
         (json!({"cores": 4}), "cores"),
     ] {
         let (st, b) = th
@@ -720,7 +774,10 @@ async fn job_requirements_over_http_are_validated_and_workers_listed() {
             )
             .await;
         assert_eq!(st, 422, "{req}: {b}");
-        assert!(b["error"]["message"].as_str().unwrap().contains(field), "{req}: {b}");
+        assert!(
+            b["error"]["message"].as_str().unwrap().contains(field),
+            "{req}: {b}"
+        );
     }
     let w = Worker::for_hub(&th.hub, "listed-worker");
     assert!(w.run_once().await.unwrap().is_none());

@@ -171,7 +171,10 @@ impl BlobCache {
                     continue;
                 }
                 let Ok(m) = f.metadata() else { continue };
-                let used = m.accessed().or_else(|_| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                let used = m
+                    .accessed()
+                    .or_else(|_| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push((name, m.len(), used));
             }
         }
@@ -204,6 +207,17 @@ impl BlobCache {
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
+    /// Drops `sha` from the cache even if pinned (the blob was deleted from
+    /// the store; holders keep their open files and links).
+    pub fn forget(&self, sha: &str) -> StoreResult<()> {
+        let path = self.path(sha);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::io(&path, e)),
         }
     }

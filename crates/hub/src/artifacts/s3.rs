@@ -74,7 +74,9 @@ impl S3Settings {
                 format!("{url:?}: {why} (expected s3://bucket or s3://bucket/prefix)"),
             )
         };
-        let rest = url.strip_prefix("s3://").ok_or_else(|| bad("not an s3:// URL"))?;
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("not an s3:// URL"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let bucket_ok = (3..=63).contains(&bucket.len())
             && bucket
@@ -217,9 +219,7 @@ impl S3ArtifactStore {
                     .with_read_timeout(Duration::from_secs(60)),
             );
         if let Some(e) = &settings.endpoint {
-            b = b
-                .with_endpoint(e)
-                .with_virtual_hosted_style_request(false);
+            b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
         }
         if let Some(k) = &settings.access_key_id {
             b = b.with_access_key_id(k);
@@ -527,7 +527,10 @@ impl S3ArtifactStore {
             .await
             .map_err(|e| StoreError::io(dir, e))?;
         while let Some(e) = rd.next_entry().await.map_err(|e| StoreError::io(dir, e))? {
-            let ft = e.file_type().await.map_err(|er| StoreError::io(e.path(), er))?;
+            let ft = e
+                .file_type()
+                .await
+                .map_err(|er| StoreError::io(e.path(), er))?;
             let Some(name) = e.file_name().to_str().map(str::to_string) else {
                 continue;
             };
@@ -537,8 +540,7 @@ impl S3ArtifactStore {
             let put = self.put_local_file(&e.path()).await?;
             files.insert(name, put.sha256);
         }
-        let body = serde_json::to_vec(&serde_json::json!({ "files": files }))
-            .expect("plain data");
+        let body = serde_json::to_vec(&serde_json::json!({ "files": files })).expect("plain data");
         self.inner
             .client
             .put(&manifest_key, PutPayload::from(body))
@@ -583,7 +585,10 @@ impl S3ArtifactStore {
                 field: "files",
                 message: format!("{manifest_key}: no files"),
             })?;
-        let parent = dest.parent().expect("dataset dir has a parent").to_path_buf();
+        let parent = dest
+            .parent()
+            .expect("dataset dir has a parent")
+            .to_path_buf();
         tokio::fs::create_dir_all(&parent)
             .await
             .map_err(|e| StoreError::io(&parent, e))?;
@@ -716,7 +721,7 @@ impl ArtifactStore for S3ArtifactStore {
             .map_err(remote_err("delete", &key))?;
         self.set_tier(sha256, Tier::Active).await?;
         let (cache, sha) = (self.inner.cache.clone(), sha256.to_string());
-        let _ = tokio::task::spawn_blocking(move || cache.remove(&sha)).await;
+        let _ = tokio::task::spawn_blocking(move || cache.forget(&sha)).await;
         Ok(())
     }
 }

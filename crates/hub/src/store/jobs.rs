@@ -251,9 +251,9 @@ fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
         finished_at_ms: row.try_get("finished_at_ms")?,
         requirements: JobRequirements {
             device: match row.try_get::<Option<String>, _>("required_device")? {
-                Some(d) => Some(
-                    DeviceKind::parse(&d).ok_or_else(|| corrupt("required_device", &d))?,
-                ),
+                Some(d) => {
+                    Some(DeviceKind::parse(&d).ok_or_else(|| corrupt("required_device", &d))?)
+                }
                 None => None,
             },
             min_memory_bytes: row

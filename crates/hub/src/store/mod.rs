@@ -26,12 +26,12 @@ pub use mlflow::{OutboxEntry, OutboxKind, OutboxStatus, UnsyncedMetric};
 pub use models::{Model, ModelFilter, ModelUpdate, NewModel};
 pub use records::ArtifactRecord;
 pub use runs::{Metric, MetricPoint, NewRun, Run, RunStatus};
-pub use workers::{
-    DeviceKind, JobRequirements, WorkerCapabilities, WorkerInfo, machine_memory_bytes,
-};
 pub use versions::{
     Lineage, ModelVersion, NewVersion, VersionAlias, VersionFile, VersionRef, VersionStatus,
     VersionUpdate, check_relative_path,
+};
+pub use workers::{
+    DeviceKind, JobRequirements, WorkerCapabilities, WorkerInfo, machine_memory_bytes,
 };
 
 use std::borrow::Cow;

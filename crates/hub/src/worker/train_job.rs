@@ -317,9 +317,10 @@ async fn attempt(
                 PathBuf::from(&uri["file://".len()..]).join(&f.path)
             }
             _ => {
-                let blob = w.artifacts.local_blob(&f.sha256).await?.ok_or_else(|| {
-                    fail(format!("blob {} of {} is missing", f.sha256, f.path))
-                })?;
+                let blob =
+                    w.artifacts.local_blob(&f.sha256).await?.ok_or_else(|| {
+                        fail(format!("blob {} of {} is missing", f.sha256, f.path))
+                    })?;
                 let p = blob.path.clone();
                 pins.push(blob);
                 p
