@@ -10,9 +10,10 @@ if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 # System packages: OpenBLAS (linked ahead of libmlx), PostgreSQL client tools,
 # Prometheus (the metrics test scrapes the hub with it), curl (scripts/start.sh),
-# Chromium and its WebDriver (the admin UI's browser tests).
+# Chromium and its WebDriver (the admin UI's browser tests), iproute2 (`ip netns`: the
+# multi-host test's network namespaces).
 need_apt=()
-for pkg in libopenblas-dev postgresql-client prometheus curl chromium chromium-driver; do
+for pkg in libopenblas-dev postgresql-client prometheus curl chromium chromium-driver iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
