@@ -610,7 +610,7 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
     let mut bytes = std::fs::read(&weights).unwrap();
     let n = bytes.len();
     bytes[n - 4] ^= 1; // the lowest mantissa bit of the last f32
-    std::fs::write(&weights, &bytes).unwrap();
+    std::fs::write(weights, bytes).unwrap();
     c.ok("POST", "/api/models", Some(json!({"name": "tiny-b"})));
     let b = c.ok(
         "POST",
@@ -637,7 +637,7 @@ fn jobs_run_on_workers_in_separate_namespaces_and_survive_faults() {
     for b in &mut stored[mid..mid + 16] {
         *b ^= 0xff;
     }
-    std::fs::write(&object, &stored).unwrap();
+    std::fs::write(&object, stored).unwrap();
     let bad = c.submit("tiny-b", 10, 5);
     let mut seen = Vec::new();
     let failed = c.watch(bad, Duration::from_secs(60), &mut seen, |j| {
