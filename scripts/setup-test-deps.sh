@@ -11,9 +11,10 @@ if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 # System packages: OpenBLAS (linked ahead of libmlx), PostgreSQL client tools,
 # Prometheus (the metrics test scrapes the hub with it), curl (scripts/start.sh),
 # Chromium and its WebDriver (the admin UI's browser tests), DejaVu fonts (the text of
-# the performance report's PNG charts, `mlx-hub perf-plot`).
+# the performance report's PNG charts, `mlx-hub perf-plot`), iproute2 (`ip netns`: the
+# multi-host test's network namespaces).
 need_apt=()
-for pkg in libopenblas-dev postgresql-client prometheus curl chromium chromium-driver fonts-dejavu-core; do
+for pkg in libopenblas-dev postgresql-client prometheus curl chromium chromium-driver fonts-dejavu-core iproute2; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
