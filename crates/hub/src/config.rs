@@ -276,7 +276,7 @@ impl HubConfig {
             .or(file.artifact_store);
         if let Some(url) = &artifact_store {
             // early and clear: a bad URL or AWS variable fails at start-up
-            crate::artifacts::s3::S3Settings::from_url(url, &env)
+            crate::artifacts::s3::S3Settings::from_url(url, env)
                 .map_err(|e| HubError::Config(e.to_string()))?;
         }
         let cache_max_bytes = match overrides.cache_max_bytes {
