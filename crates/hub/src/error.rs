@@ -11,7 +11,9 @@
 //! | `Store(InvalidInput)`                   | 422    | `invalid_request` | `invalid_input`               |
 //! | `Store(PathEscapesRoot)`                | 422    | `invalid_request` | `path_escapes_root`           |
 //! | `Store(Io/Corrupt/Migrate/Database)`    | 500    | `internal`        | `io_error`, `corrupt_data`, `migration_failed`, `database_error` |
-//! | `Store(Database(PoolTimedOut/Closed))`  | 503    | `unavailable`     | `database_unavailable`        |
+//! | `Store(Io)`, `Storage`: disk full (`ENOSPC`, `EDQUOT`) | 507 | `insufficient_storage` | `insufficient_storage` |
+//! | `Store(Io)`, `Storage`: read-only file system (`EROFS`) | 507 | `insufficient_storage` | `read_only_storage` |
+//! | `Store(Database)`: database unreachable (pool timed out or closed, connection refused/reset, server shutting down or starting) | 503 | `unavailable` | `database_unavailable` (with `Retry-After`) |
 //! | `ModelConfig(UnsupportedModelType)`     | 422    | `invalid_request` | `unsupported_model_type`      |
 //! | `ModelConfig(Io)` (no config.json)      | 422    | `invalid_request` | `missing_model_config`        |
 //! | `ModelConfig(other)`                    | 422    | `invalid_request` | `invalid_model_config`        |
@@ -135,6 +137,11 @@ pub enum HubError {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// A file-system error without a path of its own (see [`storage_fault`]
+    /// for the ones that are not 500s).
+    #[error("storage error: {0}")]
+    Storage(std::io::Error),
+
     /// Pulling from the Hugging Face Hub failed (see [`crate::hf::HfError`]).
     #[error(transparent)]
     Hf(#[from] crate::hf::HfError),
@@ -186,6 +193,7 @@ impl HubError {
             HubError::InsufficientMemory { .. } => (503, "unavailable", "insufficient_memory"),
             HubError::Config(_) => (500, "internal", "invalid_config"),
             HubError::Internal(_) => (500, "internal", "internal"),
+            HubError::Storage(e) => storage_fault(e).unwrap_or((500, "internal", "io_error")),
             HubError::Hf(e) => e.classify(),
         }
     }
@@ -196,6 +204,7 @@ impl HubError {
             HubError::Overloaded {
                 retry_after_secs, ..
             } => Some((*retry_after_secs).max(1)),
+            _ if self.code() == "database_unavailable" => Some(DATABASE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -216,6 +225,31 @@ impl HubError {
             kind: kind.to_string(),
             code: code.to_string(),
         }
+    }
+}
+
+/// `Retry-After` of a 503 `database_unavailable`: a restarting database is
+/// usually back within seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Disk full and read-only storage: 507, never a 500 (the server is fine, the
+/// storage cannot take the write).
+pub fn storage_fault(e: &std::io::Error) -> Option<(u16, &'static str, &'static str)> {
+    const ENOSPC: i32 = 28;
+    const EROFS: i32 = 30;
+    const EDQUOT: i32 = 122;
+    match e.raw_os_error() {
+        Some(ENOSPC | EDQUOT) => Some((507, "insufficient_storage", "insufficient_storage")),
+        Some(EROFS) => Some((507, "insufficient_storage", "read_only_storage")),
+        _ => match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Some((507, "insufficient_storage", "insufficient_storage"))
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                Some((507, "insufficient_storage", "read_only_storage"))
+            }
+            _ => None,
+        },
     }
 }
 
@@ -253,7 +287,7 @@ fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
         StoreError::InvalidInput { .. } => (422, "invalid_request", "invalid_input"),
         StoreError::PathEscapesRoot { .. } => (422, "invalid_request", "path_escapes_root"),
         StoreError::Database(_) if status == 503 => (503, "unavailable", "database_unavailable"),
-        StoreError::Io { .. } => (500, "internal", "io_error"),
+        StoreError::Io { source, .. } => storage_fault(source).unwrap_or((500, "internal", "io_error")),
         StoreError::Corrupt { .. } => (500, "internal", "corrupt_data"),
         StoreError::Migrate(_) => (500, "internal", "migration_failed"),
         StoreError::Database(_) => (500, "internal", "database_error"),
@@ -262,6 +296,9 @@ fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
 
 impl From<std::io::Error> for HubError {
     fn from(e: std::io::Error) -> Self {
+        if storage_fault(&e).is_some() {
+            return HubError::Storage(e);
+        }
         HubError::Internal(e.to_string())
     }
 }

@@ -17,6 +17,8 @@ pub struct Hub {
     pub config: Arc<HubConfig>,
     /// Loaded models and their workers (inference).
     pub serving: crate::serving::Pool,
+    /// This process as the owner of the registrations it runs.
+    pub owner: Arc<crate::owner::ProcessOwner>,
 }
 
 impl Hub {
@@ -48,6 +50,12 @@ impl Hub {
             ))
         })?;
         let artifacts = LocalArtifactStore::open(&config.data_dir)?;
+        let owner = crate::owner::ProcessOwner::acquire(&config.data_dir).map_err(|e| {
+            HubError::Config(format!(
+                "cannot lock this process's owner file in {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
         std::fs::create_dir_all(datasets_dir(&config))
             .map_err(|e| HubError::Config(format!("cannot create the datasets directory: {e}")))?;
         let serving = crate::serving::Pool::new(
@@ -61,6 +69,7 @@ impl Hub {
             artifacts,
             config: Arc::new(config),
             serving,
+            owner: Arc::new(owner),
         })
     }
 
