@@ -302,3 +302,59 @@ impl From<std::io::Error> for HubError {
         HubError::Internal(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(code: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn full_and_read_only_storage_are_507() {
+        for (errno, code) in [
+            (28, "insufficient_storage"),
+            (122, "insufficient_storage"),
+            (30, "read_only_storage"),
+        ] {
+            let e = HubError::Store(StoreError::Io {
+                path: "/data/x".into(),
+                source: os(errno),
+            });
+            assert_eq!(e.classify(), (507, "insufficient_storage", code), "{e}");
+            let e = HubError::from(os(errno));
+            assert_eq!(e.classify(), (507, "insufficient_storage", code), "{e}");
+            assert_eq!(e.retry_after_secs(), None);
+        }
+        // other I/O errors stay 500s
+        let e = HubError::Store(StoreError::Io {
+            path: "/data/x".into(),
+            source: os(13),
+        });
+        assert_eq!(e.status(), 500);
+        assert_eq!(HubError::from(os(5)).status(), 500);
+    }
+
+    #[test]
+    fn unreachable_database_is_503_with_retry_after() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()),
+            sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
+        ] {
+            let e = HubError::Store(StoreError::Database(e));
+            assert_eq!(
+                e.classify(),
+                (503, "unavailable", "database_unavailable"),
+                "{e}"
+            );
+            assert_eq!(e.retry_after_secs(), Some(DATABASE_RETRY_AFTER_SECS));
+        }
+        let e = HubError::Store(StoreError::Database(sqlx::Error::RowNotFound));
+        assert_eq!(e.classify(), (500, "internal", "database_error"));
+        assert_eq!(e.retry_after_secs(), None);
+    }
+}

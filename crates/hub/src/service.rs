@@ -26,7 +26,7 @@ impl Hub {
     /// connects to the database, applies migrations, opens the artifact store
     /// (which removes temporary files left by dead processes).
     pub async fn open(config: HubConfig) -> HubResult<Hub> {
-        Self::open_with(config, StoreOptions::default()).await
+        Self::open_with(config, StoreOptions::from_env()).await
     }
 
     pub async fn open_with(config: HubConfig, options: StoreOptions) -> HubResult<Hub> {

@@ -199,7 +199,7 @@ fn write_rows(path: &Path, n: usize) {
 }
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-const ITERS: i64 = 400;
+const ITERS: i64 = 300;
 const REPORT_EVERY: i64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
