@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let m = &file.metadata;
     let _ = gguf_meta::special_token_ids(m);
-    let _ = engine::convert::check_tensor_directory(Path::new("fuzz.gguf"), &file, data.len() as u64);
+    let _ =
+        engine::convert::check_tensor_directory(Path::new("fuzz.gguf"), &file, data.len() as u64);
     if let Ok(config) =
         gguf_meta::config_json_from_gguf(m, GgufConfigOptions::from_tensors(&file.tensors, false))
     {

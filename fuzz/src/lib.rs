@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use engine::gguf_meta::{GgufMetadata, GgufValue, tokenizer_config_from_gguf, tokenizer_json_from_gguf};
+use engine::gguf_meta::{
+    GgufMetadata, GgufValue, tokenizer_config_from_gguf, tokenizer_json_from_gguf,
+};
 use engine::tokenizer::{Tokenizer, TokenizerFiles};
 
 /// The Qwen2.5-style chat template of the engine's test fixtures.
@@ -50,7 +52,10 @@ pub fn tiny_tokenizer(chat_template: &str) -> Tokenizer {
     let mut m = GgufMetadata::new();
     m.insert("tokenizer.ggml.model".into(), GgufValue::Str("gpt2".into()));
     m.insert("tokenizer.ggml.tokens".into(), GgufValue::StrList(tokens));
-    m.insert("tokenizer.ggml.token_type".into(), GgufValue::IntList(types));
+    m.insert(
+        "tokenizer.ggml.token_type".into(),
+        GgufValue::IntList(types),
+    );
     m.insert(
         "tokenizer.ggml.merges".into(),
         GgufValue::StrList(merges.iter().map(|s| s.to_string()).collect()),

@@ -287,7 +287,9 @@ fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
         StoreError::InvalidInput { .. } => (422, "invalid_request", "invalid_input"),
         StoreError::PathEscapesRoot { .. } => (422, "invalid_request", "path_escapes_root"),
         StoreError::Database(_) if status == 503 => (503, "unavailable", "database_unavailable"),
-        StoreError::Io { source, .. } => storage_fault(source).unwrap_or((500, "internal", "io_error")),
+        StoreError::Io { source, .. } => {
+            storage_fault(source).unwrap_or((500, "internal", "io_error"))
+        }
         StoreError::Corrupt { .. } => (500, "internal", "corrupt_data"),
         StoreError::Migrate(_) => (500, "internal", "migration_failed"),
         StoreError::Database(_) => (500, "internal", "database_error"),

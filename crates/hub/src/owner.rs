@@ -42,7 +42,9 @@ fn host_name() -> String {
 }
 
 fn lock_path(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join(OWNERS_DIR).join(format!("{name}{LOCK_SUFFIX}"))
+    data_dir
+        .join(OWNERS_DIR)
+        .join(format!("{name}{LOCK_SUFFIX}"))
 }
 
 impl ProcessOwner {

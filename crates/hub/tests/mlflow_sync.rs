@@ -455,7 +455,9 @@ async fn mlflow_restart_delivers_metrics_logged_while_down_once() {
         .unwrap()
         .to_string();
     assert_eq!(
-        loss_steps(&server, &mlflow_run).await, (0..5).collect::<Vec<_>>());
+        loss_steps(&server, &mlflow_run).await,
+        (0..5).collect::<Vec<_>>()
+    );
 
     // MLflow goes down (its data stays in mlflow_dir)
     drop(server);
@@ -466,7 +468,11 @@ async fn mlflow_restart_delivers_metrics_logged_while_down_once() {
     assert!(r.failed >= 1 && r.pushed == 0, "{r:?}");
     let st = store.mlflow_status().await.unwrap();
     assert!(st.unsynced_metrics >= 5 && st.failing >= 1, "{st:?}");
-    assert_eq!(health(&f.th.hub).await, 200, "the hub is healthy while MLflow is down");
+    assert_eq!(
+        health(&f.th.hub).await,
+        200,
+        "the hub is healthy while MLflow is down"
+    );
 
     // back on the same port and store: everything arrives, once
     let server = MlflowServer::start_in(port, mlflow_dir.path()).await;

@@ -123,7 +123,17 @@ impl OwnPostgres {
         let data = pg.data.to_string_lossy().to_string();
         pg.run(
             "initdb",
-            &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"],
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
         );
         pg
     }
@@ -137,7 +147,9 @@ impl OwnPostgres {
         );
         self.run(
             "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "60", "start"],
+            &[
+                "-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "60", "start",
+            ],
         );
     }
 
@@ -193,7 +205,10 @@ async fn call(http: &reqwest::Client, method: &str, url: &str, body: Option<Valu
 
 fn write_rows(path: &Path, n: usize) {
     let rows: String = (0..n)
-        .map(|i| json!({"text": format!("row {i}: the river crosses the stone {i} times.")}).to_string() + "\n")
+        .map(|i| {
+            json!({"text": format!("row {i}: the river crosses the stone {i} times.")}).to_string()
+                + "\n"
+        })
         .collect();
     std::fs::write(path, rows).unwrap();
 }
@@ -244,9 +259,14 @@ async fn postgres_restart_while_the_hub_runs() {
             ..WorkerOptions::default()
         }),
     };
-    let server = tokio::spawn(hub::server::serve_on_with(hub, listener, options, async move {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(hub::server::serve_on_with(
+        hub,
+        listener,
+        options,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -266,10 +286,12 @@ async fn postgres_restart_while_the_hub_runs() {
         &http,
         "POST",
         &url("/api/jobs"),
-        Some(json!({"base_model": "tiny", "dataset": "text", "max_attempts": 1,
+        Some(
+            json!({"base_model": "tiny", "dataset": "text", "max_attempts": 1,
                     "config": {"num_layers": -1, "batch_size": 2, "iters": ITERS,
                                "steps_per_report": REPORT_EVERY, "steps_per_eval": 100000,
-                               "val_batches": 1, "max_seq_length": 32, "seed": 5}})),
+                               "val_batches": 1, "max_seq_length": 32, "seed": 5}}),
+        ),
     )
     .await;
     assert_eq!(a.status, 201, "{}", a.body);
@@ -287,7 +309,11 @@ async fn postgres_restart_while_the_hub_runs() {
             "the job ended before the restart: {}",
             a.body
         );
-        assert!(t.elapsed() < Duration::from_secs(120), "job did not start: {}", a.body);
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "job did not start: {}",
+            a.body
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -299,7 +325,11 @@ async fn postgres_restart_while_the_hub_runs() {
     for (method, path, body) in [
         ("GET", "/api/models", None),
         ("GET", "/api/models/tiny", None),
-        ("POST", "/api/models", Some(json!({"name": "during-outage"}))),
+        (
+            "POST",
+            "/api/models",
+            Some(json!({"name": "during-outage"})),
+        ),
         ("GET", &format!("/api/jobs/{job_id}")[..], None),
     ] {
         let a = call(&http, method, &url(path), body).await;
@@ -315,7 +345,11 @@ async fn postgres_restart_while_the_hub_runs() {
             "{method} {path} took {:?}",
             a.took
         );
-        outage.push(format!("{method} {path} → {} in {:.1} s", a.status, a.took.as_secs_f64()));
+        outage.push(format!(
+            "{method} {path} → {} in {:.1} s",
+            a.status,
+            a.took.as_secs_f64()
+        ));
     }
     let h = call(&http, "GET", &url("/health"), None).await;
     assert_eq!(h.status, 503, "{}", h.body);
@@ -333,9 +367,18 @@ async fn postgres_restart_while_the_hub_runs() {
             break t.elapsed();
         }
         assert_eq!(a.status, 503, "{}", a.body);
-        assert!(t.elapsed() < Duration::from_secs(30), "the hub did not reconnect");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the hub did not reconnect"
+        );
     };
-    let a = call(&http, "POST", &url("/api/models"), Some(json!({"name": "after"}))).await;
+    let a = call(
+        &http,
+        "POST",
+        &url("/api/models"),
+        Some(json!({"name": "after"})),
+    )
+    .await;
     assert_eq!(a.status, 201, "{}", a.body);
     assert_eq!(call(&http, "GET", &url("/health"), None).await.status, 200);
 
@@ -347,7 +390,11 @@ async fn postgres_restart_while_the_hub_runs() {
         if matches!(a.body["state"].as_str(), Some("succeeded" | "failed")) {
             break a.body;
         }
-        assert!(t.elapsed() < Duration::from_secs(600), "job did not finish: {}", a.body);
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "job did not finish: {}",
+            a.body
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(job["state"], "succeeded", "{job}");
@@ -367,18 +414,39 @@ async fn postgres_restart_while_the_hub_runs() {
         .iter()
         .map(|p| p["step"].as_i64().unwrap())
         .collect();
-    let want: Vec<i64> = (1..=ITERS / REPORT_EVERY).map(|i| i * REPORT_EVERY).collect();
-    assert_eq!(steps, want, "every reported step recorded, none lost in the outage");
+    let want: Vec<i64> = (1..=ITERS / REPORT_EVERY)
+        .map(|i| i * REPORT_EVERY)
+        .collect();
+    assert_eq!(
+        steps, want,
+        "every reported step recorded, none lost in the outage"
+    );
 
     // the rows from before are all there
     let a = call(&http, "GET", &url("/api/models/tiny"), None).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let versions = a.body["versions"].as_array().unwrap();
-    assert!(versions.iter().any(|v| v["status"] == "ready"), "{}", a.body);
-    assert_eq!(call(&http, "GET", &url("/api/datasets/text"), None).await.status, 200);
-    assert_eq!(call(&http, "GET", &url("/api/models/after"), None).await.status, 200);
+    assert!(
+        versions.iter().any(|v| v["status"] == "ready"),
+        "{}",
+        a.body
+    );
     assert_eq!(
-        call(&http, "GET", &url("/api/models/during-outage"), None).await.status,
+        call(&http, "GET", &url("/api/datasets/text"), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&http, "GET", &url("/api/models/after"), None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&http, "GET", &url("/api/models/during-outage"), None)
+            .await
+            .status,
         404,
         "a refused request wrote nothing"
     );

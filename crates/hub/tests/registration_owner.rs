@@ -41,7 +41,11 @@ async fn owner_recovery(db: TestDb) {
     assert_eq!(owner_state(data, live.id()), OwnerState::Alive);
     assert_eq!(owner_state(data, th.hub.owner.id()), OwnerState::Alive);
     let gone_id = format!("{}-gone", dead_id.rsplit_once('-').unwrap().0);
-    assert_eq!(owner_state(data, &gone_id), OwnerState::Dead, "no lock file");
+    assert_eq!(
+        owner_state(data, &gone_id),
+        OwnerState::Dead,
+        "no lock file"
+    );
     let remote = "another-host/42-0123456789abcdef";
     assert_eq!(owner_state(data, remote), OwnerState::Unknown);
 
@@ -109,7 +113,12 @@ async fn a_registration_records_its_owner() {
         .unwrap();
     assert_eq!(v.status, VersionStatus::Ready);
     assert_eq!(
-        th.db.store.registration_owner(v.id).await.unwrap().as_deref(),
+        th.db
+            .store
+            .registration_owner(v.id)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(th.hub.owner.id())
     );
 }
