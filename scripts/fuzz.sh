@@ -13,7 +13,8 @@
 # panics, overflows (debug assertions on), runaway memory and time.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-# Env: FUZZ_RSS_MB (2048), FUZZ_TIMEOUT (10 s per input), FUZZ_JOBS (1).
+# Env: FUZZ_RSS_MB (2048), FUZZ_TIMEOUT (10 s per input), FUZZ_PARALLEL (targets run at
+# once, default 1: each then has the seconds to itself).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,16 +36,32 @@ if [ ${#TARGETS[@]} -eq 0 ]; then
 fi
 cargo fuzz build "${FLAGS[@]}" || exit 1
 
+PARALLEL=${FUZZ_PARALLEL:-1}
+run_one() {
+    local t=$1
+    mkdir -p "target/corpus/$t" "artifacts/$t"
+    cargo fuzz run "${FLAGS[@]}" "$t" "target/corpus/$t" "corpus/$t" -- \
+        -max_total_time="$SECS" -timeout="$TIMEOUT" -rss_limit_mb="$RSS_MB" \
+        -print_final_stats=1 >"target/fuzz-$t.log" 2>&1
+    echo $? >"target/fuzz-$t.rc"
+}
+running=0
+for t in "${TARGETS[@]}"; do
+    echo "== $t: ${SECS} s"
+    run_one "$t" &
+    running=$((running + 1))
+    if [ "$running" -ge "$PARALLEL" ]; then
+        wait -n
+        running=$((running - 1))
+    fi
+done
+wait
+
 declare -A EXECS RESULT
 status=0
 for t in "${TARGETS[@]}"; do
-    mkdir -p "target/corpus/$t" "artifacts/$t"
     log="target/fuzz-$t.log"
-    echo "== $t: ${SECS} s"
-    cargo fuzz run "${FLAGS[@]}" "$t" "target/corpus/$t" "corpus/$t" -- \
-        -max_total_time="$SECS" -timeout="$TIMEOUT" -rss_limit_mb="$RSS_MB" \
-        -print_final_stats=1 >"$log" 2>&1
-    rc=$?
+    rc=$(cat "target/fuzz-$t.rc")
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     if [ -z "$execs" ]; then
         # no final stats (a crash): the last "#N" status line
