@@ -185,6 +185,56 @@ pub fn validate_row(format: DatasetFormat, row: &Value) -> Result<(), String> {
     }
 }
 
+/// Checks one line of a split (line ending included): UTF-8, not blank, a
+/// JSON row valid in `format`, which is detected from this row when `None`.
+fn check_line(line: &[u8], format: Option<DatasetFormat>) -> Result<DatasetFormat, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8: {e}"))?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    if text.trim().is_empty() {
+        return Err("empty line".into());
+    }
+    let row: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let f = match format {
+        Some(f) => f,
+        None => detect_format(&row)?,
+    };
+    validate_row(f, &row).map_err(|m| {
+        format!(
+            "{m} (format {} detected from train.jsonl line 1)",
+            f.as_str()
+        )
+    })?;
+    Ok(f)
+}
+
+/// Validates a whole split held in memory, line by line as a registration
+/// does (the fuzz target and regression tests use it): (rows, format).
+pub fn validate_split_bytes(
+    file_name: &str,
+    bytes: &[u8],
+    mut format: Option<DatasetFormat>,
+) -> HubResult<(i64, DatasetFormat)> {
+    let mut rows = 0i64;
+    for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+        let line_no = i as u64 + 1;
+        if line.len() > MAX_LINE_BYTES {
+            return Err(line_err(
+                file_name,
+                line_no,
+                format!("line longer than {MAX_LINE_BYTES} bytes"),
+            ));
+        }
+        format = Some(check_line(line, format).map_err(|m| line_err(file_name, line_no, m))?);
+        rows += 1;
+    }
+    match format {
+        Some(f) => Ok((rows, f)),
+        None => Err(HubError::InvalidDataset {
+            message: format!("{file_name} has no rows"),
+        }),
+    }
+}
+
 /// Validates one split file while copying it to `dest`; returns (rows, sha256,
 /// size, format) — the format is detected from the first row when `format`
 /// is `None`.
@@ -222,32 +272,7 @@ fn validate_split(
         hasher.update(&buf);
         out.write_all(&buf).map_err(io(dest))?;
         size += n as u64;
-        let text = std::str::from_utf8(&buf)
-            .map_err(|e| line_err(file_name, line_no, format!("invalid UTF-8: {e}")))?;
-        let text = text.trim_end_matches(['\n', '\r']);
-        if text.trim().is_empty() {
-            return Err(line_err(file_name, line_no, "empty line"));
-        }
-        let row: Value = serde_json::from_str(text)
-            .map_err(|e| line_err(file_name, line_no, format!("invalid JSON: {e}")))?;
-        let f = match format {
-            Some(f) => f,
-            None => {
-                let f = detect_format(&row).map_err(|m| line_err(file_name, line_no, m))?;
-                format = Some(f);
-                f
-            }
-        };
-        validate_row(f, &row).map_err(|m| {
-            line_err(
-                file_name,
-                line_no,
-                format!(
-                    "{m} (format {} detected from train.jsonl line 1)",
-                    f.as_str()
-                ),
-            )
-        })?;
+        format = Some(check_line(&buf, format).map_err(|m| line_err(file_name, line_no, m))?);
         rows += 1;
     }
     out.sync_all().map_err(io(dest))?;

@@ -13,7 +13,9 @@
 //! | `Store(Io/Corrupt/Migrate/Database)`    | 500    | `internal`        | `io_error`, `corrupt_data`, `migration_failed`, `database_error` |
 //! | `Store(IntegrityMismatch)` (sha + object key) | 502 | `upstream`   | `artifact_corrupt`            |
 //! | `Store(ObjectStore)` (S3 request failed) | 502   | `upstream`        | `object_store_error`          |
-//! | `Store(Database(PoolTimedOut/Closed))`  | 503    | `unavailable`     | `database_unavailable`        |
+//! | `Store(Io)`, `Storage`: disk full (`ENOSPC`, `EDQUOT`) | 507 | `insufficient_storage` | `insufficient_storage` |
+//! | `Store(Io)`, `Storage`: read-only file system (`EROFS`) | 507 | `insufficient_storage` | `read_only_storage` |
+//! | `Store(Database)`: database unreachable (pool timed out or closed, connection refused/reset, server shutting down or starting) | 503 | `unavailable` | `database_unavailable` (with `Retry-After`) |
 //! | `ModelConfig(UnsupportedModelType)`     | 422    | `invalid_request` | `unsupported_model_type`      |
 //! | `ModelConfig(Io)` (no config.json)      | 422    | `invalid_request` | `missing_model_config`        |
 //! | `ModelConfig(other)`                    | 422    | `invalid_request` | `invalid_model_config`        |
@@ -137,6 +139,11 @@ pub enum HubError {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// A file-system error without a path of its own (see [`storage_fault`]
+    /// for the ones that are not 500s).
+    #[error("storage error: {0}")]
+    Storage(std::io::Error),
+
     /// Pulling from the Hugging Face Hub failed (see [`crate::hf::HfError`]).
     #[error(transparent)]
     Hf(#[from] crate::hf::HfError),
@@ -188,6 +195,7 @@ impl HubError {
             HubError::InsufficientMemory { .. } => (503, "unavailable", "insufficient_memory"),
             HubError::Config(_) => (500, "internal", "invalid_config"),
             HubError::Internal(_) => (500, "internal", "internal"),
+            HubError::Storage(e) => storage_fault(e).unwrap_or((500, "internal", "io_error")),
             HubError::Hf(e) => e.classify(),
         }
     }
@@ -198,6 +206,7 @@ impl HubError {
             HubError::Overloaded {
                 retry_after_secs, ..
             } => Some((*retry_after_secs).max(1)),
+            _ if self.code() == "database_unavailable" => Some(DATABASE_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -218,6 +227,31 @@ impl HubError {
             kind: kind.to_string(),
             code: code.to_string(),
         }
+    }
+}
+
+/// `Retry-After` of a 503 `database_unavailable`: a restarting database is
+/// usually back within seconds.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+/// Disk full and read-only storage: 507, never a 500 (the server is fine, the
+/// storage cannot take the write).
+pub fn storage_fault(e: &std::io::Error) -> Option<(u16, &'static str, &'static str)> {
+    const ENOSPC: i32 = 28;
+    const EROFS: i32 = 30;
+    const EDQUOT: i32 = 122;
+    match e.raw_os_error() {
+        Some(ENOSPC | EDQUOT) => Some((507, "insufficient_storage", "insufficient_storage")),
+        Some(EROFS) => Some((507, "insufficient_storage", "read_only_storage")),
+        _ => match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                Some((507, "insufficient_storage", "insufficient_storage"))
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                Some((507, "insufficient_storage", "read_only_storage"))
+            }
+            _ => None,
+        },
     }
 }
 
@@ -255,7 +289,9 @@ fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
         StoreError::InvalidInput { .. } => (422, "invalid_request", "invalid_input"),
         StoreError::PathEscapesRoot { .. } => (422, "invalid_request", "path_escapes_root"),
         StoreError::Database(_) if status == 503 => (503, "unavailable", "database_unavailable"),
-        StoreError::Io { .. } => (500, "internal", "io_error"),
+        StoreError::Io { source, .. } => {
+            storage_fault(source).unwrap_or((500, "internal", "io_error"))
+        }
         StoreError::Corrupt { .. } => (500, "internal", "corrupt_data"),
         StoreError::IntegrityMismatch { .. } => (502, "upstream", "artifact_corrupt"),
         StoreError::ObjectStore { .. } => (502, "upstream", "object_store_error"),
@@ -266,6 +302,65 @@ fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
 
 impl From<std::io::Error> for HubError {
     fn from(e: std::io::Error) -> Self {
+        if storage_fault(&e).is_some() {
+            return HubError::Storage(e);
+        }
         HubError::Internal(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(code: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(code)
+    }
+
+    #[test]
+    fn full_and_read_only_storage_are_507() {
+        for (errno, code) in [
+            (28, "insufficient_storage"),
+            (122, "insufficient_storage"),
+            (30, "read_only_storage"),
+        ] {
+            let e = HubError::Store(StoreError::Io {
+                path: "/data/x".into(),
+                source: os(errno),
+            });
+            assert_eq!(e.classify(), (507, "insufficient_storage", code), "{e}");
+            let e = HubError::from(os(errno));
+            assert_eq!(e.classify(), (507, "insufficient_storage", code), "{e}");
+            assert_eq!(e.retry_after_secs(), None);
+        }
+        // other I/O errors stay 500s
+        let e = HubError::Store(StoreError::Io {
+            path: "/data/x".into(),
+            source: os(13),
+        });
+        assert_eq!(e.status(), 500);
+        assert_eq!(HubError::from(os(5)).status(), 500);
+    }
+
+    #[test]
+    fn unreachable_database_is_503_with_retry_after() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+            sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()),
+            sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
+        ] {
+            let e = HubError::Store(StoreError::Database(e));
+            assert_eq!(
+                e.classify(),
+                (503, "unavailable", "database_unavailable"),
+                "{e}"
+            );
+            assert_eq!(e.retry_after_secs(), Some(DATABASE_RETRY_AFTER_SECS));
+        }
+        let e = HubError::Store(StoreError::Database(sqlx::Error::RowNotFound));
+        assert_eq!(e.classify(), (500, "internal", "database_error"));
+        assert_eq!(e.retry_after_secs(), None);
     }
 }

@@ -20,6 +20,7 @@ pub mod hf;
 pub mod http;
 pub mod mlflow;
 pub mod observability;
+pub mod owner;
 pub mod paths;
 pub mod recovery;
 pub mod registry;

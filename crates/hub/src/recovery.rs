@@ -5,7 +5,10 @@
 //!
 //! A version is stale when the job that registers it is no longer running
 //! (its worker died; the job was re-queued or failed), or, for a version not
-//! made by a job (an API or CLI registration), when it has not changed for
+//! made by a job (an API or CLI registration), when the process that owns it
+//! (see [`crate::owner`]) is dead — at once, without waiting. A version whose
+//! owner lives is never touched; one whose owner can't be checked (another
+//! host, or recorded by an older hub) is stale when it has not changed for
 //! `stale_after`: another live process may still be copying files.
 
 use std::time::Duration;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::HubResult;
+use crate::owner::{OwnerState, owner_state};
 use crate::service::Hub;
 use crate::store::{JobState, VersionStatus};
 
@@ -43,7 +47,16 @@ impl Hub {
                     Err(e) if e.is_not_found() => true,
                     Err(e) => return Err(e.into()),
                 },
-                None => now - v.updated_at_ms > stale_after.as_millis() as i64,
+                None => {
+                    let owner = self.store.registration_owner(id).await?;
+                    match owner.map(|o| owner_state(&self.config.data_dir, &o)) {
+                        Some(OwnerState::Dead) => true,
+                        Some(OwnerState::Alive) => false,
+                        Some(OwnerState::Unknown) | None => {
+                            now - v.updated_at_ms > stale_after.as_millis() as i64
+                        }
+                    }
+                }
             };
             if !stale {
                 continue;

@@ -258,14 +258,24 @@ const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
 fn read_safetensors_header(path: &Path) -> Result<(serde_json::Value, u64), String> {
     let mut f = fs::File::open(path).map_err(|e| e.to_string())?;
     let file_len = f.metadata().map_err(|e| e.to_string())?.len();
+    let mut len = [0u8; 8];
+    if file_len >= 8 {
+        f.read_exact(&mut len).map_err(|e| e.to_string())?;
+    }
+    let len = safetensors_header_len(len, file_len)?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
+    Ok((parse_safetensors_header(&buf)?, file_len - 8 - len))
+}
+
+/// The header length the first 8 bytes declare, checked against the file length.
+fn safetensors_header_len(first8: [u8; 8], file_len: u64) -> Result<u64, String> {
     if file_len < 8 {
         return Err(format!(
             "not a safetensors file: {file_len} bytes, shorter than the 8-byte header length"
         ));
     }
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let len = u64::from_le_bytes(len);
+    let len = u64::from_le_bytes(first8);
     if len > MAX_SAFETENSORS_HEADER {
         return Err(format!(
             "header length {len} exceeds the limit of {MAX_SAFETENSORS_HEADER} bytes"
@@ -276,11 +286,23 @@ fn read_safetensors_header(path: &Path) -> Result<(serde_json::Value, u64), Stri
             "header length {len} runs past the end of the file ({file_len} bytes): truncated?"
         ));
     }
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&buf).map_err(|e| format!("header is not valid JSON: {e}"))?;
-    Ok((header, file_len - 8 - len))
+    Ok(len)
+}
+
+fn parse_safetensors_header(buf: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(buf).map_err(|e| format!("header is not valid JSON: {e}"))
+}
+
+/// [`check_safetensors`] over a whole file held in memory: the same checks,
+/// the same messages (the fuzz target and regression tests use it).
+pub fn check_safetensors_bytes(bytes: &[u8]) -> Result<(), String> {
+    let file_len = bytes.len() as u64;
+    let first8 = bytes
+        .get(..8)
+        .map_or([0u8; 8], |b| b.try_into().expect("8 bytes"));
+    let len = safetensors_header_len(first8, file_len)?;
+    let header = parse_safetensors_header(&bytes[8..8 + len as usize])?;
+    check_safetensors_header(&header, file_len - 8 - len)
 }
 
 /// Bytes per element of a safetensors dtype (sub-byte types: None, size not checked).
@@ -300,6 +322,10 @@ fn safetensors_dtype_bytes(dtype: &str) -> Option<Option<u64>> {
 /// data section whose length matches the shape.
 fn check_safetensors(path: &Path) -> Result<(), String> {
     let (header, data_len) = read_safetensors_header(path)?;
+    check_safetensors_header(&header, data_len)
+}
+
+fn check_safetensors_header(header: &serde_json::Value, data_len: u64) -> Result<(), String> {
     let obj = header
         .as_object()
         .ok_or("header is not a JSON object of tensors")?;
@@ -439,7 +465,7 @@ impl Hub {
         };
         let version = self
             .store
-            .create_version(
+            .create_version_owned(
                 model.id,
                 &NewVersion {
                     format: "mlx".into(),
@@ -455,6 +481,7 @@ impl Hub {
                         ..Lineage::default()
                     },
                 },
+                Some(self.owner.id()),
             )
             .await?;
         let mut created: Vec<String> = Vec::new();

@@ -17,6 +17,8 @@ pub struct Hub {
     pub config: Arc<HubConfig>,
     /// Loaded models and their workers (inference).
     pub serving: crate::serving::Pool,
+    /// This process as the owner of the registrations it runs.
+    pub owner: Arc<crate::owner::ProcessOwner>,
 }
 
 impl Hub {
@@ -24,7 +26,7 @@ impl Hub {
     /// connects to the database, applies migrations, opens the artifact store
     /// (which removes temporary files left by dead processes).
     pub async fn open(config: HubConfig) -> HubResult<Hub> {
-        Self::open_with(config, StoreOptions::default()).await
+        Self::open_with(config, StoreOptions::from_env()).await
     }
 
     pub async fn open_with(config: HubConfig, options: StoreOptions) -> HubResult<Hub> {
@@ -68,6 +70,12 @@ impl Hub {
     /// A hub over an already-connected (and migrated) store and an opened
     /// artifact store.
     pub fn with_artifacts(config: HubConfig, store: Store, artifacts: Artifacts) -> HubResult<Hub> {
+        let owner = crate::owner::ProcessOwner::acquire(&config.data_dir).map_err(|e| {
+            HubError::Config(format!(
+                "cannot lock this process's owner file in {}: {e}",
+                config.data_dir.display()
+            ))
+        })?;
         std::fs::create_dir_all(datasets_dir(&config))
             .map_err(|e| HubError::Config(format!("cannot create the datasets directory: {e}")))?;
         let serving = crate::serving::Pool::new(
@@ -81,6 +89,7 @@ impl Hub {
             artifacts,
             config: Arc::new(config),
             serving,
+            owner: Arc::new(owner),
         })
     }
 

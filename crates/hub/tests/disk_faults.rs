@@ -1,6 +1,7 @@
 //! Disk faults: the data directory on a small tmpfs that fills up, and on a
-//! tmpfs remounted read-only. Registrations and uploads fail with an error
-//! that says so (`No space left on device`, `Read-only file system`), leave
+//! tmpfs remounted read-only. Registrations and uploads fail with a 507 that
+//! says so (`insufficient_storage`: `No space left on device`;
+//! `read_only_storage`: `Read-only file system`), never a 500, leave
 //! no ready version, no dataset row, no temporary file; after a full disk,
 //! the space is given back (a small registration then succeeds).
 //!
@@ -212,7 +213,9 @@ async fn disk_full_fails_cleanly_and_frees_the_space() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        st >= 500 && msg.contains("No space left on device"),
+        st == 507
+            && b["error"]["code"] == "insufficient_storage"
+            && msg.contains("No space left on device"),
         "{st} {b}"
     );
     assert_eq!(
@@ -243,7 +246,9 @@ async fn disk_full_fails_cleanly_and_frees_the_space() {
     .await;
     let msg = b["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        st >= 500 && msg.contains("No space left on device"),
+        st == 507
+            && b["error"]["code"] == "insufficient_storage"
+            && msg.contains("No space left on device"),
         "{st} {b}"
     );
     assert!(s.hub.store.list_datasets(None).await.unwrap().is_empty());
@@ -275,7 +280,9 @@ async fn read_only_data_dir_fails_cleanly() {
     .await;
     let msg = b["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        st >= 500 && msg.contains("Read-only file system"),
+        st == 507
+            && b["error"]["code"] == "read_only_storage"
+            && msg.contains("Read-only file system"),
         "{st} {b}"
     );
     assert!(
@@ -294,7 +301,9 @@ async fn read_only_data_dir_fails_cleanly() {
     .await;
     let msg = b["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        st >= 500 && msg.contains("Read-only file system"),
+        st == 507
+            && b["error"]["code"] == "read_only_storage"
+            && msg.contains("Read-only file system"),
         "{st} {b}"
     );
     assert!(s.hub.store.list_datasets(None).await.unwrap().is_empty());

@@ -34,13 +34,14 @@ pub type GgufImportOptions = ConvertOptions;
 const GGUF_GROUP_SIZE: i32 = 32;
 
 /// Bytes of a tensor of `n` elements in ggml type `ty`, for the supported types.
-fn ggml_bytes(ty: u32, n: u64) -> Option<u64> {
+/// `Some(None)`: a supported type whose size overflows 64 bits (a corrupt file).
+fn ggml_bytes(ty: u32, n: u64) -> Option<Option<u64>> {
     Some(match ty {
-        0 => n * 4,       // F32
-        1 => n * 2,       // F16
-        2 => n / 32 * 18, // Q4_0: f16 scale + 16 bytes
-        3 => n / 32 * 20, // Q4_1: f16 scale + f16 min + 16 bytes
-        8 => n / 32 * 34, // Q8_0: f16 scale + 32 bytes
+        0 => n.checked_mul(4),         // F32
+        1 => n.checked_mul(2),         // F16
+        2 => (n / 32).checked_mul(18), // Q4_0: f16 scale + 16 bytes
+        3 => (n / 32).checked_mul(20), // Q4_1: f16 scale + f16 min + 16 bytes
+        8 => (n / 32).checked_mul(34), // Q8_0: f16 scale + 32 bytes
         _ => return None,
     })
 }
@@ -93,6 +94,12 @@ fn unpermute_rows(a: &Array, n_head: i32) -> mlx::Result<Array> {
 /// Checks the file against its tensor directory: supported types, and data present.
 fn check_tensors(path: &Path, file: &GgufFile) -> Result<()> {
     let len = std::fs::metadata(path).map_err(|e| io_err(path, e))?.len();
+    check_tensor_directory(path, file, len)
+}
+
+/// [`check_tensors`] for a file of `len` bytes (`path` names it in errors): the
+/// pure part, which the GGUF fuzz target runs.
+pub fn check_tensor_directory(path: &Path, file: &GgufFile, len: u64) -> Result<()> {
     for t in &file.tensors {
         if t.name == "rope_freqs.weight" {
             return Err(ConvertError::Invalid(format!(
@@ -100,13 +107,27 @@ fn check_tensors(path: &Path, file: &GgufFile) -> Result<()> {
                 path.display()
             )));
         }
-        let n: u64 = t.dims.iter().product();
-        let bytes =
-            ggml_bytes(t.ggml_type, n).ok_or_else(|| ConvertError::UnsupportedTensorType {
+        // Sizes and offsets come from the file: overflow means corrupt, not a panic.
+        let overflow = || {
+            ConvertError::Invalid(format!(
+                "{}: GGUF tensor `{}` has dimensions {:?} and offset {} past 64 bits (corrupt file)",
+                path.display(),
+                t.name,
+                t.dims,
+                t.offset
+            ))
+        };
+        let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        let bytes = ggml_bytes(t.ggml_type, n.unwrap_or(u64::MAX)).ok_or_else(|| {
+            ConvertError::UnsupportedTensorType {
                 name: t.name.clone(),
                 type_name: t.type_name(),
-            })?;
-        let needed = file.data_offset + t.offset + bytes;
+            }
+        })?;
+        let needed = n
+            .and(bytes)
+            .and_then(|b| file.data_offset.checked_add(t.offset)?.checked_add(b))
+            .ok_or_else(overflow)?;
         if needed > len {
             return Err(ConvertError::Truncated {
                 path: path.to_path_buf(),
@@ -302,4 +323,57 @@ fn import_into(
     let total_parameters = writer::total_parameters(&tensors, &bits_of);
     let (total_size, _) = writer::write_weights(dir, &tensors, total_parameters, progress)?;
     Ok((tensors, total_parameters, total_size, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF file (v3) with no metadata and one tensor directory entry.
+    fn gguf_with_tensor(dims: &[u64], ggml_type: u32, offset: u64) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes()); // tensors
+        b.extend_from_slice(&0u64.to_le_bytes()); // metadata
+        let name = b"blk.0.attn_q.weight";
+        b.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        b.extend_from_slice(name);
+        b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            b.extend_from_slice(&d.to_le_bytes());
+        }
+        b.extend_from_slice(&ggml_type.to_le_bytes());
+        b.extend_from_slice(&offset.to_le_bytes());
+        b
+    }
+
+    fn check(bytes: &[u8]) -> Result<()> {
+        let file = crate::gguf_meta::parse_gguf(bytes, Some(bytes.len() as u64)).unwrap();
+        check_tensor_directory(Path::new("x.gguf"), &file, bytes.len() as u64)
+    }
+
+    /// Dimensions, sizes and offsets of a corrupt directory overflowed u64 (a
+    /// panic with overflow checks, a wrong size without): now a clean error.
+    #[test]
+    fn overflowing_tensor_directory_is_an_error() {
+        for (dims, ty, offset) in [
+            (&[1u64 << 33, 1 << 33][..], 0, 0), // element count
+            (&[1u64 << 62][..], 0, 0),          // F32 bytes
+            (&[u64::MAX, 2][..], 8, 0),         // Q8_0
+            (&[4][..], 1, u64::MAX - 2),        // offset + size
+        ] {
+            let err = check(&gguf_with_tensor(dims, ty, offset)).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("past 64 bits"), "{dims:?} {ty}: {msg}");
+        }
+        // unsupported types still say so, whatever their size
+        let err = check(&gguf_with_tensor(&[u64::MAX, u64::MAX], 14, 0)).unwrap_err();
+        assert!(
+            matches!(err, ConvertError::UnsupportedTensorType { .. }),
+            "{err}"
+        );
+        // a sane entry past the end is still `Truncated`
+        let err = check(&gguf_with_tensor(&[8, 8], 0, 0)).unwrap_err();
+        assert!(matches!(err, ConvertError::Truncated { .. }), "{err}");
+    }
 }

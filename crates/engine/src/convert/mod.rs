@@ -16,7 +16,9 @@ mod writer;
 
 use std::path::PathBuf;
 
-pub use gguf::{GgufImportOptions, convert_gguf, convert_gguf_with_progress};
+pub use gguf::{
+    GgufImportOptions, check_tensor_directory, convert_gguf, convert_gguf_with_progress,
+};
 pub use model::{ConvertOptions, convert_model, convert_model_with_progress};
 pub use writer::MAX_SHARD_BYTES;
 // For `train::fuse_to_dir`, which writes a merged model the same way.

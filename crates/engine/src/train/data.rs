@@ -147,6 +147,16 @@ pub fn load_split(path: &Path, tokenizer: &Tokenizer, opts: &DataOptions) -> Res
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    parse_split(path, &text, tokenizer, opts)
+}
+
+/// Validates and tokenizes the text of a JSONL file (`path` names it in errors).
+pub fn parse_split(
+    path: &Path,
+    text: &str,
+    tokenizer: &Tokenizer,
+    opts: &DataOptions,
+) -> Result<Split> {
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;

@@ -71,6 +71,26 @@ use crate::error::HubError;
 use crate::observability::{self, HttpMetrics};
 use crate::service::Hub;
 
+/// An OpenAI endpoint whose request decoder [`decode_openai_request`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAiEndpoint {
+    /// `POST /v1/chat/completions`
+    Chat,
+    /// `POST /v1/completions`
+    Completions,
+}
+
+/// Decodes and validates an OpenAI request body exactly as the endpoint does
+/// (JSON extraction, then field checks), without loading a model. The fuzz
+/// targets and regression tests use it.
+pub fn decode_openai_request(endpoint: OpenAiEndpoint, body: &[u8]) -> Result<(), HubError> {
+    let Json(v) = Json::<serde_json::Value>::from_bytes(body).map_err(HubError::from)?;
+    match endpoint {
+        OpenAiEndpoint::Chat => openai::chat::decode(v).map(drop),
+        OpenAiEndpoint::Completions => openai::completions::decode(v).map(drop),
+    }
+}
+
 /// The router over `hub` with default settings (body limit and token from
 /// the hub's configuration).
 pub fn router(hub: Hub) -> Router {

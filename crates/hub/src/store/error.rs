@@ -153,7 +153,7 @@ impl StoreError {
             | StoreError::LeaseNotHeld { .. } => 409,
             StoreError::InvalidInput { .. } | StoreError::PathEscapesRoot { .. } => 422,
             StoreError::IntegrityMismatch { .. } | StoreError::ObjectStore { .. } => 502,
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => 503,
+            StoreError::Database(e) if database_unreachable(e) => 503,
             StoreError::Io { .. }
             | StoreError::Corrupt { .. }
             | StoreError::Migrate(_)
@@ -164,6 +164,22 @@ impl StoreError {
     /// True for [`StoreError::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, StoreError::NotFound { .. })
+    }
+}
+
+/// True when the database cannot be reached right now — no pooled
+/// connection in time, the connection refused, reset or cut, the server
+/// shutting down (`57P01`..`57P03`) or a connection exception (`08…`) —
+/// so the request can be retried: a 503, not a 500.
+pub fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        // PostgreSQL's wire protocol cut mid-message (the server went away).
+        sqlx::Error::Protocol(m) => m.contains("EOF") || m.contains("closed"),
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+        _ => false,
     }
 }
 

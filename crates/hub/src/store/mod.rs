@@ -97,6 +97,23 @@ impl Default for StoreOptions {
     }
 }
 
+impl StoreOptions {
+    /// The defaults, with `MLX_HUB_DB_ACQUIRE_TIMEOUT_SECS` (the wait for a
+    /// pooled connection; also how long a request waits while the database is
+    /// unreachable before its 503) when set.
+    pub fn from_env() -> Self {
+        let mut o = StoreOptions::default();
+        if let Some(secs) = std::env::var("MLX_HUB_DB_ACQUIRE_TIMEOUT_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0)
+        {
+            o.acquire_timeout = Duration::from_secs_f64(secs.min(3600.0));
+        }
+        o
+    }
+}
+
 /// The metadata store. Cheap to clone (a pool handle).
 #[derive(Clone)]
 pub struct Store {
@@ -272,8 +289,13 @@ fn migrator(backend: Backend) -> Migrator {
             ),
             (
                 3,
+                "registration owners",
+                include_str!("../../migrations/sqlite/0003_registration_owners.sql"),
+            ),
+            (
+                4,
                 "workers",
-                include_str!("../../migrations/sqlite/0003_workers.sql"),
+                include_str!("../../migrations/sqlite/0004_workers.sql"),
             ),
         ],
         Backend::Postgres => &[
@@ -289,8 +311,13 @@ fn migrator(backend: Backend) -> Migrator {
             ),
             (
                 3,
+                "registration owners",
+                include_str!("../../migrations/postgres/0003_registration_owners.sql"),
+            ),
+            (
+                4,
                 "workers",
-                include_str!("../../migrations/postgres/0003_workers.sql"),
+                include_str!("../../migrations/postgres/0004_workers.sql"),
             ),
         ],
     };

@@ -315,6 +315,17 @@ impl Store {
         model_id: i64,
         new: &NewVersion,
     ) -> StoreResult<ModelVersion> {
+        self.create_version_owned(model_id, new, None).await
+    }
+
+    /// [`Store::create_version`], recording in the same transaction which
+    /// process registers it (see `crate::owner`).
+    pub async fn create_version_owned(
+        &self,
+        model_id: i64,
+        new: &NewVersion,
+        owner: Option<&str>,
+    ) -> StoreResult<ModelVersion> {
         check_new_version(new)?;
         let now = self.now_ms();
         let mut tx = self.begin_write().await?;
@@ -351,8 +362,25 @@ impl Store {
         .await
         .map_err(|e| map_version_write(e, 0))?;
         let v = version_from_row(&row)?;
+        if let Some(owner) = owner {
+            sqlx::query("INSERT INTO registration_owners (version_id, owner) VALUES ($1, $2)")
+                .bind(v.id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(v)
+    }
+
+    /// The process registering a version, if one was recorded.
+    pub async fn registration_owner(&self, version_id: i64) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT owner FROM registration_owners WHERE version_id = $1")
+                .bind(version_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn get_version(&self, id: i64) -> StoreResult<ModelVersion> {

@@ -408,10 +408,11 @@ async fn attempt(
         })
         .map_err(|e| fail(format!("cannot start the training thread: {e}")))?;
 
-    // its events → metrics (whatever accumulated while the last write ran)
+    // its events → metrics (whatever accumulated while the last write ran);
+    // points the database refused (it is restarting) go with the next write
     let mut last_progress = -1.0f64;
+    let mut points: Vec<MetricPoint> = Vec::new();
     while let Some(ev) = rx.recv().await {
-        let mut points = Vec::new();
         let mut step = None;
         let mut push = |ev: TrainEvent| {
             step = step.max(add_points(&ev, &mut points));
@@ -420,11 +421,7 @@ async fn attempt(
         while let Ok(ev) = rx.try_recv() {
             push(ev);
         }
-        if !points.is_empty()
-            && let Err(e) = w.store.log_metrics(run.id, &points).await
-        {
-            tracing::warn!(run_id = run.id, error = %e, "could not log metrics");
-        }
+        flush_metrics(w, run.id, &mut points).await;
         if let Some(s) = step {
             out.last_reported_step = Some(s);
             let p = (s as f64 / iters as f64).clamp(0.0, 1.0);
@@ -435,6 +432,12 @@ async fn attempt(
                 }
             }
         }
+    }
+    // the last points the database refused: retried for about a lease
+    let flush_until = std::time::Instant::now() + w.lease;
+    while !points.is_empty() && std::time::Instant::now() < flush_until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        flush_metrics(w, run.id, &mut points).await;
     }
     let trainable = done_rx
         .await
@@ -479,6 +482,26 @@ async fn attempt(
 }
 
 /// Adds metric points for one event; returns its step for Train events.
+/// Writes `points`, emptying it; on a database error keeps them (stamped
+/// with their time) for the next call.
+async fn flush_metrics(w: &Worker, run_id: i64, points: &mut Vec<MetricPoint>) {
+    if points.is_empty() {
+        return;
+    }
+    match w.store.log_metrics(run_id, points).await {
+        Ok(()) => points.clear(),
+        // a bad point (non-finite, bad key) would be refused forever
+        Err(StoreError::InvalidInput { .. }) => points.clear(),
+        Err(e) => {
+            tracing::warn!(run_id, error = %e, pending = points.len(), "could not log metrics; will retry");
+            let now = w.store.now_ms();
+            for p in points.iter_mut() {
+                p.timestamp_ms.get_or_insert(now);
+            }
+        }
+    }
+}
+
 fn add_points(ev: &TrainEvent, points: &mut Vec<MetricPoint>) -> Option<usize> {
     let mut put = |key: &str, step: usize, value: f64| {
         if value.is_finite() {

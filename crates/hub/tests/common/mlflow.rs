@@ -13,7 +13,7 @@ pub struct MlflowServer {
     pub uri: String,
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for MlflowServer {
@@ -74,7 +74,15 @@ impl MlflowServer {
     /// Starts `mlflow server` on `port` and waits until it answers.
     pub async fn start(port: u16) -> MlflowServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("mlflow.db");
+        let mut server = Self::start_in(port, dir.path()).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts `mlflow server` on `port` with its backend store and artifacts
+    /// in `dir` (kept: a restart in the same folder finds the same data).
+    pub async fn start_in(port: u16, dir: &std::path::Path) -> MlflowServer {
+        let db = dir.join("mlflow.db");
         let child = Command::new("mlflow")
             .args(["server", "--host", "127.0.0.1", "--workers", "1"])
             .arg("--port")
@@ -82,7 +90,7 @@ impl MlflowServer {
             .arg("--backend-store-uri")
             .arg(format!("sqlite:///{}", db.display()))
             .arg("--default-artifact-root")
-            .arg(dir.path().join("artifacts"))
+            .arg(dir.join("artifacts"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             // no background job runner: nothing the tests need, and its
@@ -95,7 +103,7 @@ impl MlflowServer {
             uri: format!("http://127.0.0.1:{port}"),
             port,
             child,
-            _dir: dir,
+            _dir: None,
         };
         let http = reqwest::Client::new();
         let t = Instant::now();

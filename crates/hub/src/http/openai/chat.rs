@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use engine::generate::Finished;
 use serde_json::{Map, Value, json};
 
-use super::{ChunkFormat, Fields, MAX_TOP_LOGPROBS, collect, common, response_id, sse, start};
+use super::{
+    ChunkFormat, Common, Fields, MAX_TOP_LOGPROBS, collect, common, response_id, sse, start,
+};
 use super::{token_text, unix_secs, usage};
 use crate::error::HubError;
 use crate::http::ApiJson;
@@ -17,21 +19,11 @@ pub(crate) async fn create(
     State(hub): State<Hub>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ServingError> {
-    let f = Fields::new(body)?;
-    let max_tokens = match f.get::<u64>("max_completion_tokens")? {
-        Some(n) => Some(n),
-        None => f.get::<u64>("max_tokens")?,
-    };
-    let logprobs = f.get::<bool>("logprobs")?.unwrap_or(false);
-    let top = f.get::<usize>("top_logprobs")?.unwrap_or(0);
-    if top > MAX_TOP_LOGPROBS {
-        return Err(HubError::invalid(
-            "top_logprobs",
-            format!("`top_logprobs`: at most {MAX_TOP_LOGPROBS}, got {top}"),
-        ));
-    }
-    let c = common(&f, max_tokens, logprobs.then_some(top))?;
-    let messages = messages(&f)?;
+    let ChatRequest {
+        common: c,
+        messages,
+        logprobs,
+    } = decode(body)?;
     let running = start(&hub, &c, Prompt::Chat(messages), logprobs).await?;
     let id = response_id("chatcmpl");
     let created = unix_secs();
@@ -69,6 +61,37 @@ pub(crate) async fn create(
     }
     resp["choices"] = json!([choice]);
     Ok(Json(resp).into_response())
+}
+
+/// A validated chat request.
+pub(crate) struct ChatRequest {
+    pub common: Common,
+    pub messages: Vec<Value>,
+    pub logprobs: bool,
+}
+
+/// Reads and validates a chat request body (no model is touched).
+pub(crate) fn decode(body: Value) -> Result<ChatRequest, HubError> {
+    let f = Fields::new(body)?;
+    let max_tokens = match f.get::<u64>("max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => f.get::<u64>("max_tokens")?,
+    };
+    let logprobs = f.get::<bool>("logprobs")?.unwrap_or(false);
+    let top = f.get::<usize>("top_logprobs")?.unwrap_or(0);
+    if top > MAX_TOP_LOGPROBS {
+        return Err(HubError::invalid(
+            "top_logprobs",
+            format!("`top_logprobs`: at most {MAX_TOP_LOGPROBS}, got {top}"),
+        ));
+    }
+    let common = common(&f, max_tokens, logprobs.then_some(top))?;
+    let messages = messages(&f)?;
+    Ok(ChatRequest {
+        common,
+        messages,
+        logprobs,
+    })
 }
 
 /// `messages`, each `{role, content}` with `content` a string or text parts

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use engine::generate::Finished;
 use serde_json::{Value, json};
 
-use super::{ChunkFormat, Fields, collect, common, response_id, sse, start};
+use super::{ChunkFormat, Common, Fields, collect, common, response_id, sse, start};
 use super::{token_text, unix_secs, usage};
 use crate::error::HubError;
 use crate::http::ApiJson;
@@ -20,24 +20,11 @@ pub(crate) async fn create(
     State(hub): State<Hub>,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ServingError> {
-    let f = Fields::new(body)?;
-    let logprobs = f.get::<usize>("logprobs")?;
-    if let Some(n) = logprobs
-        && n > MAX_LOGPROBS
-    {
-        return Err(HubError::invalid(
-            "logprobs",
-            format!("`logprobs`: at most {MAX_LOGPROBS}, got {n}"),
-        ));
-    }
-    if f.get::<bool>("echo")?.unwrap_or(false) {
-        return Err(HubError::BadRequest {
-            code: "unsupported_parameter",
-            message: "`echo`: not supported".into(),
-        });
-    }
-    let c = common(&f, f.get::<u64>("max_tokens")?, logprobs)?;
-    let prompt = prompt(&f)?;
+    let CompletionRequest {
+        common: c,
+        prompt,
+        logprobs,
+    } = decode(body)?;
     let running = start(&hub, &c, prompt, logprobs.is_some()).await?;
     let id = response_id("cmpl");
     let created = unix_secs();
@@ -71,6 +58,40 @@ pub(crate) async fn create(
     }
     resp["choices"] = json!([choice]);
     Ok(Json(resp).into_response())
+}
+
+/// A validated completions request.
+pub(crate) struct CompletionRequest {
+    pub common: Common,
+    pub prompt: Prompt,
+    pub logprobs: Option<usize>,
+}
+
+/// Reads and validates a completions request body (no model is touched).
+pub(crate) fn decode(body: Value) -> Result<CompletionRequest, HubError> {
+    let f = Fields::new(body)?;
+    let logprobs = f.get::<usize>("logprobs")?;
+    if let Some(n) = logprobs
+        && n > MAX_LOGPROBS
+    {
+        return Err(HubError::invalid(
+            "logprobs",
+            format!("`logprobs`: at most {MAX_LOGPROBS}, got {n}"),
+        ));
+    }
+    if f.get::<bool>("echo")?.unwrap_or(false) {
+        return Err(HubError::BadRequest {
+            code: "unsupported_parameter",
+            message: "`echo`: not supported".into(),
+        });
+    }
+    let common = common(&f, f.get::<u64>("max_tokens")?, logprobs)?;
+    let prompt = prompt(&f)?;
+    Ok(CompletionRequest {
+        common,
+        prompt,
+        logprobs,
+    })
 }
 
 /// `prompt`: a string, or a list holding one string or token ids.

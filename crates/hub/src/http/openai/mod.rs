@@ -166,7 +166,8 @@ pub(crate) fn common(
                 .map_err(|_| invalid("logit_bias", format!("key {k:?} is not a token id")))?;
             let b = v
                 .as_f64()
-                .filter(|b| b.is_finite())
+                // finite as the f32 the sampler adds, too (1e300 is not)
+                .filter(|b| (*b as f32).is_finite())
                 .ok_or_else(|| invalid("logit_bias", format!("value of {k} is not a number")))?;
             p.logit_bias.insert(id, b as f32);
         }
