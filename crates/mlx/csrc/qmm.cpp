@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -774,6 +775,311 @@ array as_contiguous(const array& a, mx::Stream s) {
   return mx::contiguous(a, false, s);
 }
 
+
+// ----- one decode step of a Llama block as one primitive (see qmm.h, decode_layer)
+
+// Runs several products that read the same few rows of x (q/k/v, gate/up) as one pool
+// job: one wake-up of the workers instead of one per product.
+void run_many(Args* jobs, int n) {
+  Pool& tp = pool();
+  const Kernel kern = active_kernel();
+  thread_local std::vector<Prepared> prep;
+  thread_local std::vector<int> owner, first, last;
+  prep.resize(std::max<size_t>(prep.size(), n));
+  owner.clear();
+  first.clear();
+  last.clear();
+  int total = 0;
+  for (int j = 0; j < n; j++) total += jobs[j].N;
+  // Chunks of at least 8 rows, about 4 per thread over all products.
+  const int step = std::max(8, (total + tp.threads() * 4 - 1) / (tp.threads() * 4));
+  for (int j = 0; j < n; j++) {
+    runs.fetch_add(1, std::memory_order_relaxed);
+    prepare(jobs[j], kern, prep[j]);
+    for (int n0 = 0; n0 < jobs[j].N; n0 += step) {
+      owner.push_back(j);
+      first.push_back(n0);
+      last.push_back(std::min(jobs[j].N, n0 + step));
+    }
+  }
+  // The workers must see this thread's vectors, not their own thread_locals.
+  const Prepared* pp = prep.data();
+  const int *ow = owner.data(), *f0 = first.data(), *f1 = last.data();
+  tp.run(static_cast<int>(owner.size()), [&](int c) {
+    rows_dispatch(kern, jobs[ow[c]], pp[ow[c]], f0[c], f1[c]);
+  });
+}
+
+struct QuantIn {
+  const uint32_t* w = nullptr;
+  const void* scales = nullptr;
+  const void* biases = nullptr;
+  SDtype sdt = SDtype::F32;
+  const float* bias = nullptr;  // optional per-output bias
+};
+
+// Everything a decode-layer kernel reads and writes, captured at eval time.
+struct LayerData {
+  mlxs_qmm::DecodeLayerSpec s;
+  const float* x;
+  int64_t x_stride;  // x may be a strided view (elements apart)
+  float* out;
+  float* kc;  // [Hkv, cap, D]
+  float* vc;
+  int cap;
+  const float* in_norm;
+  const float* post_norm;
+  const float* q_norm;  // optional
+  const float* k_norm;
+  const float* freqs;  // optional [rope_dims / 2]
+  QuantIn lin[7];      // q k v o gate up down
+};
+
+Args make_args(const QuantIn& q, const mlxs_qmm::LinearSpec& ls, const float* x, float* y, int n,
+               int k) {
+  Args a;
+  a.x = x;
+  a.w = q.w;
+  a.scales = q.scales;
+  a.biases = q.biases;
+  a.sdt = q.sdt;
+  a.y = y;
+  a.M = 1;
+  a.N = n;
+  a.K = k;
+  a.gs = ls.group_size;
+  a.bits = ls.bits;
+  return a;
+}
+
+// As mlx's fast::rms_norm in float32: x * rsqrt(mean(x²) + eps) * w.
+void rms_norm(const float* x, const float* w, int n, float eps, float* out) {
+  float ss = 0;
+  for (int i = 0; i < n; i++) ss += x[i] * x[i];
+  float r = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+void add_bias(float* y, const float* b, int n) {
+  if (b == nullptr) return;
+  for (int i = 0; i < n; i++) y[i] += b[i];
+}
+
+// As mlx's fast::rope at one position (its reference formulation, float32).
+void rope(const mlxs_qmm::DecodeLayerSpec& s, const float* freqs, float* x, int heads) {
+  const int half = s.rope_dims / 2;
+  thread_local std::vector<float> cs, sn;
+  cs.resize(half);
+  sn.resize(half);
+  const float pos = static_cast<float>(s.offset) * s.rope_scale;
+  const float lb = static_cast<float>(std::log(static_cast<double>(s.rope_base)) / half);
+  for (int i = 0; i < half; i++) {
+    float inv = freqs ? 1.0f / freqs[i] : std::exp(-static_cast<float>(i) * lb);
+    float th = pos * inv;
+    cs[i] = std::cos(th);
+    sn[i] = std::sin(th);
+  }
+  for (int h = 0; h < heads; h++) {
+    float* v = x + static_cast<size_t>(h) * s.head_dim;
+    for (int i = 0; i < half; i++) {
+      int a = s.rope_traditional ? 2 * i : i;
+      int b = s.rope_traditional ? 2 * i + 1 : i + half;
+      float x1 = v[a], x2 = v[b];
+      v[a] = x1 * cs[i] - x2 * sn[i];
+      v[b] = x1 * sn[i] + x2 * cs[i];
+    }
+  }
+}
+
+// Attention of one query position over positions [0, len) of the cache, per head
+// (grouped heads share their kv head as mlx's reference sdpa groups them).
+void attend(const LayerData& d, const float* q, int len, float* out) {
+  const auto& s = d.s;
+  const int D = s.head_dim, rep = s.n_heads / s.n_kv_heads;
+  auto head = [&](int h) {
+    thread_local std::vector<float> sc;
+    sc.resize(len);
+    const int kvh = h / rep;
+    const float* qh = q + static_cast<size_t>(h) * D;
+    const float* kb = d.kc + static_cast<size_t>(kvh) * d.cap * D;
+    const float* vb = d.vc + static_cast<size_t>(kvh) * d.cap * D;
+    float mx = -INFINITY;
+    for (int j = 0; j < len; j++) {
+      const float* kr = kb + static_cast<size_t>(j) * D;
+      float dot = 0;
+      for (int i = 0; i < D; i++) dot += (qh[i] * s.attn_scale) * kr[i];
+      sc[j] = dot;
+      mx = std::max(mx, dot);
+    }
+    float sum = 0;
+    for (int j = 0; j < len; j++) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    float* o = out + static_cast<size_t>(h) * D;
+    std::fill(o, o + D, 0.0f);
+    for (int j = 0; j < len; j++) {
+      const float p = sc[j] / sum;
+      const float* vr = vb + static_cast<size_t>(j) * D;
+      for (int i = 0; i < D; i++) o[i] += p * vr[i];
+    }
+  };
+  // Long contexts: heads in parallel; short ones are not worth a wake-up.
+  if (static_cast<long>(len) * s.n_heads * D >= (1 << 16)) {
+    pool().run(s.n_heads, head);
+  } else {
+    for (int h = 0; h < s.n_heads; h++) head(h);
+  }
+}
+
+std::atomic<uint64_t> decode_layer_runs{0};
+
+void decode_layer_run(const LayerData& d) {
+  decode_layer_runs.fetch_add(1, std::memory_order_relaxed);
+  const auto& s = d.s;
+  const int dim = s.dim, D = s.head_dim, H = s.n_heads, Hkv = s.n_kv_heads, F = s.hidden;
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<size_t>(3) * dim + 2 * (H + Hkv) * D + 3 * F);
+  float* n = buf.data();
+  float* h = n + dim;
+  float* tmp = h + dim;
+  float* q = tmp + dim;
+  float* k = q + H * D;
+  float* v = k + Hkv * D;
+  float* att = v + Hkv * D;
+  float* g = att + H * D;
+  float* u = g + F;
+  float* act = u + F;
+  thread_local std::vector<float> xbuf;
+  const float* x = d.x;
+  if (d.x_stride != 1) {
+    xbuf.resize(dim);
+    for (int i = 0; i < dim; i++) xbuf[i] = d.x[i * d.x_stride];
+    x = xbuf.data();
+  }
+
+  rms_norm(x, d.in_norm, dim, s.eps, n);
+  Args qkv[3] = {make_args(d.lin[0], s.lin[0], n, q, H * D, dim),
+                 make_args(d.lin[1], s.lin[1], n, k, Hkv * D, dim),
+                 make_args(d.lin[2], s.lin[2], n, v, Hkv * D, dim)};
+  run_many(qkv, 3);
+  add_bias(q, d.lin[0].bias, H * D);
+  add_bias(k, d.lin[1].bias, Hkv * D);
+  add_bias(v, d.lin[2].bias, Hkv * D);
+  if (d.q_norm != nullptr) {
+    for (int i = 0; i < H; i++) rms_norm(q + i * D, d.q_norm, D, s.eps, q + i * D);
+    for (int i = 0; i < Hkv; i++) rms_norm(k + i * D, d.k_norm, D, s.eps, k + i * D);
+  }
+  rope(s, d.freqs, q, H);
+  rope(s, d.freqs, k, Hkv);
+  for (int i = 0; i < Hkv; i++) {
+    size_t at = (static_cast<size_t>(i) * d.cap + s.offset) * D;
+    std::memcpy(d.kc + at, k + i * D, D * sizeof(float));
+    std::memcpy(d.vc + at, v + i * D, D * sizeof(float));
+  }
+  attend(d, q, s.offset + 1, att);
+  Args o = make_args(d.lin[3], s.lin[3], att, tmp, dim, H * D);
+  run_many(&o, 1);
+  add_bias(tmp, d.lin[3].bias, dim);
+  for (int i = 0; i < dim; i++) h[i] = x[i] + tmp[i];
+
+  rms_norm(h, d.post_norm, dim, s.eps, n);
+  Args gu[2] = {make_args(d.lin[4], s.lin[4], n, g, F, dim),
+                make_args(d.lin[5], s.lin[5], n, u, F, dim)};
+  run_many(gu, 2);
+  add_bias(g, d.lin[4].bias, F);
+  add_bias(u, d.lin[5].bias, F);
+  for (int i = 0; i < F; i++) act[i] = g[i] * (1.0f / (1.0f + std::exp(-g[i]))) * u[i];
+  Args down = make_args(d.lin[6], s.lin[6], act, tmp, dim, F);
+  run_many(&down, 1);
+  add_bias(tmp, d.lin[6].bias, dim);
+  for (int i = 0; i < dim; i++) d.out[i] = h[i] + tmp[i];
+}
+
+// Inputs: x [1, 1, dim] float32, the cache's keys and values [1, Hkv, cap, D] float32,
+// the two norm weights, per linear (q k v o gate up down) weight, scales, biases and an
+// optional bias, then the optional q/k norm weights and rope frequencies. Outputs: the
+// block's output [1, 1, dim] and the keys and values with position `offset` written: in
+// place (the outputs share the inputs' buffers) unless `copy_cache`, when the caller's
+// cache may be shared (a prefix-cache copy) and is copied first.
+class HubDecodeLayer : public mx::Primitive {
+ public:
+  HubDecodeLayer(mx::Stream st, const mlxs_qmm::DecodeLayerSpec& spec)
+      : mx::Primitive(st), s_(spec) {}
+
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& outs) override {
+    for (size_t i = 1; i < in.size(); i++) {
+      if (!in[i].flags().row_contiguous) {
+        throw std::runtime_error("HubDecodeLayer: inputs must be row-contiguous");
+      }
+    }
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    outs[0].set_data(mx::allocator::malloc(outs[0].nbytes()));
+    for (int c = 1; c <= 2; c++) {
+      if (!s_.copy_cache) {
+        // The caller owns the cache exclusively: write the new position in place.
+        outs[c].copy_shared_buffer(in[c]);
+        continue;
+      }
+      outs[c].set_data(mx::allocator::malloc(outs[c].nbytes()));
+      const void* src = in[c].data<void>();
+      void* dst = outs[c].data<void>();
+      size_t nb = in[c].nbytes();
+      enc.set_input_array(in[c]);
+      enc.dispatch([src, dst, nb]() { std::memcpy(dst, src, nb); });
+    }
+    LayerData d;
+    d.s = s_;
+    d.x = in[0].data<float>();
+    d.x_stride = in[0].size() > 1 ? static_cast<int64_t>(in[0].strides().back()) : 1;
+    d.out = outs[0].data<float>();
+    d.kc = outs[1].data<float>();
+    d.vc = outs[2].data<float>();
+    d.cap = in[1].shape(2);
+    d.in_norm = in[3].data<float>();
+    d.post_norm = in[4].data<float>();
+    size_t i = 5;
+    for (int l = 0; l < 7; l++) {
+      d.lin[l].w = in[i++].data<uint32_t>();
+      d.lin[l].sdt = sdtype_of(in[i]);
+      d.lin[l].scales = in[i++].data<void>();
+      d.lin[l].biases = in[i++].data<void>();
+      d.lin[l].bias = s_.lin[l].has_bias ? in[i++].data<float>() : nullptr;
+    }
+    d.q_norm = s_.qk_norm ? in[i++].data<float>() : nullptr;
+    d.k_norm = s_.qk_norm ? in[i++].data<float>() : nullptr;
+    d.freqs = s_.rope_has_freqs ? in[i++].data<float>() : nullptr;
+    for (const auto& a : in) enc.set_input_array(a);
+    for (auto& a : outs) enc.set_output_array(a);
+    enc.dispatch([d]() { decode_layer_run(d); });
+  }
+
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error("HubDecodeLayer runs on the CPU only");
+  }
+  const char* name() const override {
+    return "HubDecodeLayer";
+  }
+  bool is_equivalent(const mx::Primitive&) const override {
+    return false;  // it writes its cache inputs: never merge two of them
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<array>& in) override {
+    return {in[0].shape(), in[1].shape(), in[2].shape()};
+  }
+
+ private:
+  mlxs_qmm::DecodeLayerSpec s_;
+};
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("decode_layer: " + what);
+}
+
+void require_f32(const array& a, const std::string& name, std::initializer_list<int> shape) {
+  require(a.dtype() == mx::float32, name + " must be float32");
+  require(a.shape() == mx::Shape(shape), name + " has the wrong shape");
+}
+
 }  // namespace
 
 namespace mlxs_qmm {
@@ -809,6 +1115,72 @@ array quantized_matmul(
   array y(std::move(shape), mx::float32,
           std::make_shared<HubQuantizedMatmul>(s, group_size, bits), std::move(inputs));
   return ref.dtype() == mx::float32 ? y : mx::astype(y, ref.dtype(), s);
+}
+
+std::vector<array> decode_layer(std::vector<array> in, const DecodeLayerSpec& sp) {
+  mx::Stream st = mx::default_stream(mx::default_device());
+  require(st.device == mx::Device::cpu && !fast_path_disabled(),
+          "needs MLX's CPU device and our kernels");
+  const int dim = sp.dim, H = sp.n_heads, Hkv = sp.n_kv_heads, D = sp.head_dim, F = sp.hidden;
+  require(dim > 0 && H > 0 && Hkv > 0 && D > 0 && F > 0 && H % Hkv == 0, "bad dimensions");
+  require(sp.rope_dims > 0 && sp.rope_dims % 2 == 0 && sp.rope_dims <= D, "bad rope dims");
+  require(sp.offset >= 0, "negative offset");
+  size_t want = 5 + 7 * 3 + (sp.qk_norm ? 2 : 0) + (sp.rope_has_freqs ? 1 : 0);
+  for (const auto& l : sp.lin) want += l.has_bias ? 1 : 0;
+  require(in.size() == want, "expected " + std::to_string(want) + " inputs");
+  require(in[0].size() == static_cast<size_t>(dim) && mx::issubdtype(in[0].dtype(), mx::floating),
+          "x must be dim floats");
+  if (in[0].dtype() != mx::float32) in[0] = mx::astype(in[0], mx::float32, st);
+  for (int c = 1; c <= 2; c++) {
+    require(in[c].dtype() == mx::float32 && in[c].ndim() == 4 && in[c].shape(0) == 1 &&
+                in[c].shape(1) == Hkv && in[c].shape(3) == D && in[c].shape(2) > sp.offset,
+            "the cache must be float32 [1, Hkv, > offset, D]");
+  }
+  require_f32(in[3], "input norm", {dim});
+  require_f32(in[4], "post-attention norm", {dim});
+  const int outs[7] = {H * D, Hkv * D, Hkv * D, dim, F, F, dim};
+  const int ins[7] = {dim, dim, dim, H * D, dim, dim, F};
+  size_t i = 5;
+  for (int l = 0; l < 7; l++) {
+    const auto& ls = sp.lin[l];
+    const std::string name = "linear " + std::to_string(l);
+    require((ls.bits == 4 || ls.bits == 8) &&
+                (ls.group_size == 32 || ls.group_size == 64 || ls.group_size == 128) &&
+                ins[l] % ls.group_size == 0,
+            name + ": unsupported quantization");
+    const array& w = in[i];
+    const array& sc = in[i + 1];
+    const array& bi = in[i + 2];
+    require(w.dtype() == mx::uint32 && w.shape() == mx::Shape{outs[l], ins[l] * ls.bits / 32},
+            name + ": bad packed weight");
+    require(sc.dtype() == bi.dtype() &&
+                (sc.dtype() == mx::float32 || sc.dtype() == mx::float16 ||
+                 sc.dtype() == mx::bfloat16) &&
+                sc.shape() == mx::Shape{outs[l], ins[l] / ls.group_size} &&
+                bi.shape() == sc.shape(),
+            name + ": bad scales or biases");
+    i += 3;
+    if (ls.has_bias) require_f32(in[i++], name + " bias", {outs[l]});
+  }
+  if (sp.qk_norm) {
+    require_f32(in[i++], "q norm", {D});
+    require_f32(in[i++], "k norm", {D});
+  }
+  if (sp.rope_has_freqs) require_f32(in[i++], "rope freqs", {sp.rope_dims / 2});
+  // x (a few floats) is read through its strides; the rest must be row-contiguous.
+  for (size_t j = 1; j < in.size(); j++) in[j] = as_contiguous(in[j], st);
+  std::vector<mx::Shape> shapes{in[0].shape(), in[1].shape(), in[2].shape()};
+  std::vector<mx::Dtype> dtypes(3, mx::float32);
+  return array::make_arrays(
+      std::move(shapes), dtypes, std::make_shared<HubDecodeLayer>(st, sp), std::move(in));
+}
+
+uint64_t decode_layer_calls() {
+  return decode_layer_runs.load(std::memory_order_relaxed);
+}
+
+bool decode_layer_available() {
+  return mx::default_device() == mx::Device::cpu && !fast_path_disabled();
 }
 
 bool fast_path_disabled() {

@@ -826,6 +826,15 @@ uint64_t mlxs_qmm_calls(void) {
 void mlxs_qmm_force_portable(int on) {
   mlxs_qmm::force_portable(on != 0);
 }
+int mlxs_decode_layer(const mlxs_vec* inputs, const mlxs_decode_spec* spec, mlxs_vec* outputs) {
+  return wrap_status([&] { outputs->v = mlxs_qmm::decode_layer(inputs->v, *spec); });
+}
+uint64_t mlxs_decode_layer_calls(void) {
+  return mlxs_qmm::decode_layer_calls();
+}
+int mlxs_decode_layer_available(void) {
+  return mlxs_qmm::decode_layer_available() ? 1 : 0;
+}
 
 // ----- random
 

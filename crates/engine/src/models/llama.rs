@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use mlx::fast::{AttentionMask, RopeOffset};
+use mlx::quantization::{DecodeLayer, DecodeLinear};
 
 use crate::config::{ModelConfig, QuantizationConfig};
 use crate::models::{KvCache, LanguageModel};
@@ -341,6 +342,64 @@ impl Block {
         )?;
         let r = self.mlp.forward(&n, ad)?;
         Ok(h.add(&r)?)
+    }
+
+    /// This block as one fused decode node ([`mlx::quantization::decode_layer`]): `None`
+    /// unless all seven projections are affine 4/8-bit and the norms, biases and RoPE
+    /// frequencies float32 (then the block's math is float32, as the kernel's is).
+    fn decode_layer(&self, c: &ModelConfig) -> Option<DecodeLayer<'_>> {
+        let a = &self.self_attn;
+        let f32 = |x: &Array| x.dtype() == mlx::Dtype::Float32;
+        let lin = |l: &'_ Linear| -> Option<DecodeLinear<'_>> {
+            match l {
+                Linear::Quantized { q, bias }
+                    if matches!(q.spec.bits, 4 | 8) && bias.as_ref().is_none_or(f32) =>
+                {
+                    Some(DecodeLinear {
+                        q,
+                        bias: bias.as_ref(),
+                    })
+                }
+                _ => None,
+            }
+        };
+        let norms_f32 = [&self.input_layernorm, &self.post_attention_layernorm]
+            .into_iter()
+            .chain(a.q_norm.as_ref())
+            .chain(a.k_norm.as_ref())
+            .all(|n| f32(&n.weight));
+        if !norms_f32 || a.rope.freqs.as_ref().is_some_and(|f| !f32(f)) {
+            return None;
+        }
+        let qk_norm = match (&a.q_norm, &a.k_norm) {
+            (Some(q), Some(k)) => Some((&q.weight, &k.weight)),
+            (None, None) => None,
+            _ => return None,
+        };
+        Some(DecodeLayer {
+            n_heads: a.n_heads,
+            n_kv_heads: a.n_kv_heads,
+            head_dim: c.head_dim as i32,
+            eps: self.input_layernorm.eps,
+            attn_scale: a.scale,
+            rope_dims: a.rope.dims,
+            rope_traditional: a.rope.traditional,
+            rope_base: a.rope.base.unwrap_or(0.0),
+            rope_scale: a.rope.scale,
+            rope_freqs: a.rope.freqs.as_ref(),
+            input_norm: &self.input_layernorm.weight,
+            post_norm: &self.post_attention_layernorm.weight,
+            qk_norm,
+            linears: [
+                lin(&a.q_proj)?,
+                lin(&a.k_proj)?,
+                lin(&a.v_proj)?,
+                lin(&a.o_proj)?,
+                lin(&self.mlp.gate_proj)?,
+                lin(&self.mlp.up_proj)?,
+                lin(&self.mlp.down_proj)?,
+            ],
+        })
     }
 
     fn linears(&self) -> [(&'static str, &Linear); 7] {
@@ -728,6 +787,45 @@ impl Llama {
     }
 }
 
+static FUSED_DECODE: std::sync::LazyLock<std::sync::atomic::AtomicBool> =
+    std::sync::LazyLock::new(|| {
+        let on = std::env::var("MLX_HUB_FUSED_DECODE").map_or(true, |v| v != "0");
+        std::sync::atomic::AtomicBool::new(on)
+    });
+
+/// Turns the fused decode step (see [`Llama`]'s `forward`) on or off process-wide; the
+/// default is on unless `MLX_HUB_FUSED_DECODE=0`. Both compute the same tokens.
+pub fn set_fused_decode(on: bool) {
+    FUSED_DECODE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn fused_decode_enabled() -> bool {
+    FUSED_DECODE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Llama {
+    /// Every block as a fused decode node, when this step can run that way: one token of
+    /// one sequence, no adapters, MLX's CPU device with our kernels, quantized blocks
+    /// (see [`Block::decode_layer`]) and a float32 (or empty) cache. Decode is then one
+    /// MLX node per block instead of ~35, which is most of the time of a small model.
+    fn fused_decode_layers(&self, tokens: &Array, cache: &[KvCache]) -> Option<Vec<DecodeLayer<'_>>> {
+        if tokens.shape() != [1, 1]
+            || self.adapters.is_some()
+            || !fused_decode_enabled()
+            || !mlx::quantization::decode_layer_available()
+            || cache
+                .iter()
+                .any(|c| c.dtype().is_some_and(|d| d != mlx::Dtype::Float32))
+        {
+            return None;
+        }
+        self.layers
+            .iter()
+            .map(|b| b.decode_layer(&self.config))
+            .collect()
+    }
+}
+
 impl LanguageModel for Llama {
     fn forward(&self, tokens: &Array, cache: &mut [KvCache]) -> Result<Array> {
         if tokens.ndim() != 2 {
@@ -750,8 +848,19 @@ impl LanguageModel for Llama {
             AttentionMask::None
         };
         let ad = self.inference_adapt();
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            h = layer.forward(&h, mask, Some(c), &ad)?;
+        if let Some(fused) = self.fused_decode_layers(tokens, cache) {
+            for (layer, c) in fused.iter().zip(cache.iter_mut()) {
+                let (k, v, offset, shared) =
+                    c.reserve_one(layer.n_kv_heads, layer.head_dim)?;
+                let (y, k, v) =
+                    mlx::quantization::decode_layer(&h, &k, &v, offset, shared, layer)?;
+                c.commit_one(k, v);
+                h = y;
+            }
+        } else {
+            for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+                h = layer.forward(&h, mask, Some(c), &ad)?;
+            }
         }
         let h = self.norm.forward_adapted(&h, "model.norm", &ad)?;
         match &self.lm_head {

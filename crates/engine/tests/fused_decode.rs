@@ -1,0 +1,141 @@
+//! The fused decode step (one MLX node per block, `mlx::quantization::decode_layer`)
+//! against the op-by-op path on every quantized parity fixture: the same greedy tokens
+//! and logits within 1e-4 at every step; and a cache shared with a clone (as the prefix
+//! cache keeps them) is never written through.
+//! Fixtures: `$MLX_HUB_PARITY_FIXTURES` or `<workspace>/target/parity-fixtures`.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use engine::models::{KvCache, LanguageModel, load_model, set_fused_decode};
+use mlx::Array;
+use mlx::quantization::decode_layer_calls;
+
+// The switch is process-wide: tests that flip it run one at a time.
+static SWITCH: Mutex<()> = Mutex::new(());
+
+fn fixtures_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("MLX_HUB_PARITY_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures"),
+    };
+    if dir.join("index.json").is_file() {
+        return Some(dir);
+    }
+    let reason = format!("parity fixtures not found at {}", dir.display());
+    if std::env::var_os("CI").is_some() {
+        panic!("{reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    None
+}
+
+fn quantized_fixtures(dir: &std::path::Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    index["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| !m["quantization"].is_null())
+        .map(|m| m["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn tokens(ids: &[u32]) -> Array {
+    let v: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
+    Array::from_slice(&v, &[1, v.len() as i32]).unwrap()
+}
+
+/// Greedy decode of `n` tokens from `cache` after `last`: the tokens and each step's logits.
+fn decode(
+    model: &dyn LanguageModel,
+    cache: &mut [KvCache],
+    mut last: u32,
+    n: usize,
+) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let (mut out, mut logits) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let l = model.forward(&tokens(&[last]), cache).unwrap();
+        let v = l.to_f32_vec().unwrap();
+        let t = l.argmax(Some(-1), false).unwrap();
+        last = t.as_type(mlx::Dtype::Int32).unwrap().item::<i32>().unwrap() as u32;
+        out.push(last);
+        logits.push(v);
+    }
+    (out, logits)
+}
+
+fn prompt(len: usize) -> Vec<u32> {
+    (0..len as u32).map(|i| 3 + (i * 37) % 500).collect()
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn fused_decode_equals_op_by_op_decode() {
+    let Some(dir) = fixtures_dir() else { return };
+    let _guard = SWITCH.lock().unwrap();
+    let names = quantized_fixtures(&dir);
+    assert!(!names.is_empty());
+    for name in names {
+        let model = load_model(dir.join(&name)).unwrap();
+        let p = prompt(40);
+        let run = |fused: bool| {
+            set_fused_decode(fused);
+            let mut cache = model.make_cache();
+            engine::generate::prefill(model.as_ref(), &mut cache, &p[..p.len() - 1], 16).unwrap();
+            let before = decode_layer_calls();
+            // Past the cache's first 256 positions: the buffers grow mid-decode.
+            let out = decode(model.as_ref(), &mut cache, p[p.len() - 1], 230);
+            (out, decode_layer_calls() - before)
+        };
+        let ((fused, fused_logits), fused_calls) = run(true);
+        let ((plain, plain_logits), plain_calls) = run(false);
+        set_fused_decode(true);
+        assert_eq!(plain_calls, 0, "{name}: the op-by-op path ran fused layers");
+        assert_eq!(
+            fused_calls,
+            230 * model.config().num_hidden_layers as u64,
+            "{name}: the fused path did not run every layer"
+        );
+        assert_eq!(fused, plain, "{name}: tokens differ");
+        let d = max_diff(&fused_logits, &plain_logits);
+        println!("{name:34} 230 tokens equal, max |Δlogit| {d:.2e}");
+        assert!(d < 1e-4, "{name}: logits differ by {d}");
+    }
+}
+
+#[test]
+fn a_cache_shared_with_a_clone_is_not_written_through() {
+    let Some(dir) = fixtures_dir() else { return };
+    let _guard = SWITCH.lock().unwrap();
+    set_fused_decode(true);
+    let model = load_model(dir.join("qwen3-qknorm-q4-g64")).unwrap();
+    let p = prompt(24);
+    let (head, last) = (&p[..p.len() - 1], p[p.len() - 1]);
+
+    let mut fresh = model.make_cache();
+    engine::generate::prefill(model.as_ref(), &mut fresh, head, 512).unwrap();
+    let want = decode(model.as_ref(), &mut fresh, last, 8);
+
+    // A prefix-cache entry and a sequence that reuses fewer of its positions: the
+    // sequence's decode writes over positions the entry still holds.
+    let mut entry = model.make_cache();
+    engine::generate::prefill(model.as_ref(), &mut entry, head, 512).unwrap();
+    let mut reuse = entry.clone();
+    for c in &mut reuse {
+        c.trim(5);
+    }
+    decode(model.as_ref(), &mut reuse, 7, 8);
+
+    let got = decode(model.as_ref(), &mut entry, last, 8);
+    assert_eq!(got.0, want.0, "the clone's cache was written through");
+    assert!(max_diff(&got.1, &want.1) < 1e-5);
+}
