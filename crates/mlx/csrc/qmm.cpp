@@ -27,6 +27,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -771,7 +772,8 @@ class HubQuantizedMatmul : public mx::UnaryPrimitive {
 // Already evaluated and row-contiguous arrays (loaded weights) go in as they are;
 // anything else through MLX's contiguous op (a no-op copy when it already is).
 array as_contiguous(const array& a, mx::Stream s) {
-  if (a.is_available() && a.flags().row_contiguous) return a;
+  // Scheduled arrays (async_eval) already know their layout, like available ones.
+  if (a.status() != array::Status::unscheduled && a.flags().row_contiguous) return a;
   return mx::contiguous(a, false, s);
 }
 
@@ -1167,8 +1169,12 @@ std::vector<array> decode_layer(std::vector<array> in, const DecodeLayerSpec& sp
     require_f32(in[i++], "k norm", {D});
   }
   if (sp.rope_has_freqs) require_f32(in[i++], "rope freqs", {sp.rope_dims / 2});
-  // x (a few floats) is read through its strides; the rest must be row-contiguous.
-  for (size_t j = 1; j < in.size(); j++) in[j] = as_contiguous(in[j], st);
+  // x (a few floats) is read through its strides; the rest must be row-contiguous. The
+  // cache buffers a previous step returned are: no contiguous node for them.
+  for (size_t j = 1; j < in.size(); j++) {
+    bool ours = in[j].has_primitive() && typeid(in[j].primitive()) == typeid(HubDecodeLayer);
+    if (!ours) in[j] = as_contiguous(in[j], st);
+  }
   std::vector<mx::Shape> shapes{in[0].shape(), in[1].shape(), in[2].shape()};
   std::vector<mx::Dtype> dtypes(3, mx::float32);
   return array::make_arrays(
