@@ -139,3 +139,52 @@ fn a_cache_shared_with_a_clone_is_not_written_through() {
     assert_eq!(got.0, want.0, "the clone's cache was written through");
     assert!(max_diff(&got.1, &want.1) < 1e-5);
 }
+
+#[test]
+fn fused_batch_decode_equals_op_by_op_batch_decode() {
+    let Some(dir) = fixtures_dir() else { return };
+    let _guard = SWITCH.lock().unwrap();
+    for name in [
+        "qwen3-qknorm-q4-g64",
+        "llama-untied-llama3rope-mixed",
+        "qwen2-bias-q8-g32",
+    ] {
+        let model = load_model(dir.join(name)).unwrap();
+        let run = |fused: bool| {
+            set_fused_decode(fused);
+            let before = decode_layer_calls();
+            let mut caches: Vec<Vec<KvCache>> = [5, 17, 30]
+                .iter()
+                .map(|&n| {
+                    let mut c = model.make_cache();
+                    engine::generate::prefill(model.as_ref(), &mut c, &prompt(n), 512).unwrap();
+                    c
+                })
+                .collect();
+            let mut last = vec![1i32, 2, 3];
+            let mut logits = Vec::new();
+            for _ in 0..6 {
+                let t = Array::from_slice(&last, &[3, 1]).unwrap();
+                let mut refs: Vec<&mut [KvCache]> =
+                    caches.iter_mut().map(|c| c.as_mut_slice()).collect();
+                let l = model.forward_batch(&t, &mut refs).unwrap();
+                let next = l.argmax(Some(-1), false).unwrap();
+                last = next
+                    .as_type(mlx::Dtype::Int32)
+                    .unwrap()
+                    .to_vec::<i32>()
+                    .unwrap();
+                logits.push(l.to_f32_vec().unwrap());
+            }
+            (logits, decode_layer_calls() - before)
+        };
+        let (fused, calls) = run(true);
+        let (plain, plain_calls) = run(false);
+        set_fused_decode(true);
+        assert_eq!(calls, 6 * model.config().num_hidden_layers as u64, "{name}");
+        assert_eq!(plain_calls, 0, "{name}");
+        let d = max_diff(&fused, &plain);
+        println!("{name:34} batch of 3: max |Δlogit| {d:.2e}");
+        assert!(d < 1e-4, "{name}: logits differ by {d}");
+    }
+}

@@ -820,15 +820,23 @@ struct QuantIn {
   const float* bias = nullptr;  // optional per-output bias
 };
 
+// One sequence's cache in a decode-layer step: its buffers [Hkv, cap, D] and the position
+// written and attended from.
+struct RowCache {
+  float* kc;
+  float* vc;
+  int cap;
+  int offset;
+};
+
 // Everything a decode-layer kernel reads and writes, captured at eval time.
 struct LayerData {
   mlxs_qmm::DecodeLayerSpec s;
-  const float* x;
-  int64_t x_stride;  // x may be a strided view (elements apart)
-  float* out;
-  float* kc;  // [Hkv, cap, D]
-  float* vc;
-  int cap;
+  int rows;
+  const float* x;  // element (b, i) at x[b * x_row + i * x_col]: x may be a strided view
+  int64_t x_row, x_col;
+  float* out;  // [rows, dim]
+  std::vector<RowCache> cache;
   const float* in_norm;
   const float* post_norm;
   const float* q_norm;  // optional
@@ -837,8 +845,8 @@ struct LayerData {
   QuantIn lin[7];      // q k v o gate up down
 };
 
-Args make_args(const QuantIn& q, const mlxs_qmm::LinearSpec& ls, const float* x, float* y, int n,
-               int k) {
+Args make_args(const QuantIn& q, const mlxs_qmm::LinearSpec& ls, const float* x, float* y, int m,
+               int n, int k) {
   Args a;
   a.x = x;
   a.w = q.w;
@@ -846,7 +854,7 @@ Args make_args(const QuantIn& q, const mlxs_qmm::LinearSpec& ls, const float* x,
   a.biases = q.biases;
   a.sdt = q.sdt;
   a.y = y;
-  a.M = 1;
+  a.M = m;
   a.N = n;
   a.K = k;
   a.gs = ls.group_size;
@@ -862,18 +870,20 @@ void rms_norm(const float* x, const float* w, int n, float eps, float* out) {
   for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
-void add_bias(float* y, const float* b, int n) {
+void add_bias(float* y, const float* b, int rows, int n) {
   if (b == nullptr) return;
-  for (int i = 0; i < n; i++) y[i] += b[i];
+  for (int r = 0; r < rows; r++) {
+    for (int i = 0; i < n; i++) y[static_cast<size_t>(r) * n + i] += b[i];
+  }
 }
 
 // As mlx's fast::rope at one position (its reference formulation, float32).
-void rope(const mlxs_qmm::DecodeLayerSpec& s, const float* freqs, float* x, int heads) {
+void rope(const mlxs_qmm::DecodeLayerSpec& s, const float* freqs, int offset, float* x, int heads) {
   const int half = s.rope_dims / 2;
   thread_local std::vector<float> cs, sn;
   cs.resize(half);
   sn.resize(half);
-  const float pos = static_cast<float>(s.offset) * s.rope_scale;
+  const float pos = static_cast<float>(offset) * s.rope_scale;
   const float lb = static_cast<float>(std::log(static_cast<double>(s.rope_base)) / half);
   for (int i = 0; i < half; i++) {
     float inv = freqs ? 1.0f / freqs[i] : std::exp(-static_cast<float>(i) * lb);
@@ -893,18 +903,21 @@ void rope(const mlxs_qmm::DecodeLayerSpec& s, const float* freqs, float* x, int 
   }
 }
 
-// Attention of one query position over positions [0, len) of the cache, per head
+// Attention of each row's query over positions [0, offset] of its cache, per head
 // (grouped heads share their kv head as mlx's reference sdpa groups them).
-void attend(const LayerData& d, const float* q, int len, float* out) {
+void attend(const LayerData& d, const float* q, float* out) {
   const auto& s = d.s;
-  const int D = s.head_dim, rep = s.n_heads / s.n_kv_heads;
-  auto head = [&](int h) {
+  const int H = s.n_heads, D = s.head_dim, rep = s.n_heads / s.n_kv_heads;
+  auto head = [&](int job) {
+    const int b = job / H, h = job % H;
+    const RowCache& c = d.cache[b];
+    const int len = c.offset + 1;
     thread_local std::vector<float> sc;
     sc.resize(len);
     const int kvh = h / rep;
-    const float* qh = q + static_cast<size_t>(h) * D;
-    const float* kb = d.kc + static_cast<size_t>(kvh) * d.cap * D;
-    const float* vb = d.vc + static_cast<size_t>(kvh) * d.cap * D;
+    const float* qh = q + (static_cast<size_t>(b) * H + h) * D;
+    const float* kb = c.kc + static_cast<size_t>(kvh) * c.cap * D;
+    const float* vb = c.vc + static_cast<size_t>(kvh) * c.cap * D;
     float mx = -INFINITY;
     for (int j = 0; j < len; j++) {
       const float* kr = kb + static_cast<size_t>(j) * D;
@@ -918,7 +931,7 @@ void attend(const LayerData& d, const float* q, int len, float* out) {
       sc[j] = std::exp(sc[j] - mx);
       sum += sc[j];
     }
-    float* o = out + static_cast<size_t>(h) * D;
+    float* o = out + (static_cast<size_t>(b) * H + h) * D;
     std::fill(o, o + D, 0.0f);
     for (int j = 0; j < len; j++) {
       const float p = sc[j] / sum;
@@ -926,11 +939,13 @@ void attend(const LayerData& d, const float* q, int len, float* out) {
       for (int i = 0; i < D; i++) o[i] += p * vr[i];
     }
   };
+  long work = 0;
+  for (const auto& c : d.cache) work += static_cast<long>(c.offset + 1) * H * D;
   // Long contexts: heads in parallel; short ones are not worth a wake-up.
-  if (static_cast<long>(len) * s.n_heads * D >= (1 << 16)) {
-    pool().run(s.n_heads, head);
+  if (work >= (1 << 16)) {
+    pool().run(d.rows * H, head);
   } else {
-    for (int h = 0; h < s.n_heads; h++) head(h);
+    for (int j = 0; j < d.rows * H; j++) head(j);
   }
 }
 
@@ -939,77 +954,79 @@ std::atomic<uint64_t> decode_layer_runs{0};
 void decode_layer_run(const LayerData& d) {
   decode_layer_runs.fetch_add(1, std::memory_order_relaxed);
   const auto& s = d.s;
+  const int B = d.rows;
   const int dim = s.dim, D = s.head_dim, H = s.n_heads, Hkv = s.n_kv_heads, F = s.hidden;
   thread_local std::vector<float> buf;
-  buf.resize(static_cast<size_t>(3) * dim + 2 * (H + Hkv) * D + 3 * F);
-  float* n = buf.data();
-  float* h = n + dim;
-  float* tmp = h + dim;
-  float* q = tmp + dim;
-  float* k = q + H * D;
-  float* v = k + Hkv * D;
-  float* att = v + Hkv * D;
-  float* g = att + H * D;
-  float* u = g + F;
-  float* act = u + F;
-  thread_local std::vector<float> xbuf;
-  const float* x = d.x;
-  if (d.x_stride != 1) {
-    xbuf.resize(dim);
-    for (int i = 0; i < dim; i++) xbuf[i] = d.x[i * d.x_stride];
-    x = xbuf.data();
+  buf.resize(static_cast<size_t>(B) * (4 * dim + 2 * (H + Hkv) * D + 3 * F));
+  float* x = buf.data();
+  float* n = x + B * dim;
+  float* h = n + B * dim;
+  float* tmp = h + B * dim;
+  float* q = tmp + B * dim;
+  float* k = q + B * H * D;
+  float* v = k + B * Hkv * D;
+  float* att = v + B * Hkv * D;
+  float* g = att + B * H * D;
+  float* u = g + B * F;
+  float* act = u + B * F;
+  for (int b = 0; b < B; b++) {
+    for (int i = 0; i < dim; i++) x[b * dim + i] = d.x[b * d.x_row + i * d.x_col];
+    rms_norm(x + b * dim, d.in_norm, dim, s.eps, n + b * dim);
   }
-
-  rms_norm(x, d.in_norm, dim, s.eps, n);
-  Args qkv[3] = {make_args(d.lin[0], s.lin[0], n, q, H * D, dim),
-                 make_args(d.lin[1], s.lin[1], n, k, Hkv * D, dim),
-                 make_args(d.lin[2], s.lin[2], n, v, Hkv * D, dim)};
+  Args qkv[3] = {make_args(d.lin[0], s.lin[0], n, q, B, H * D, dim),
+                 make_args(d.lin[1], s.lin[1], n, k, B, Hkv * D, dim),
+                 make_args(d.lin[2], s.lin[2], n, v, B, Hkv * D, dim)};
   run_many(qkv, 3);
-  add_bias(q, d.lin[0].bias, H * D);
-  add_bias(k, d.lin[1].bias, Hkv * D);
-  add_bias(v, d.lin[2].bias, Hkv * D);
+  add_bias(q, d.lin[0].bias, B, H * D);
+  add_bias(k, d.lin[1].bias, B, Hkv * D);
+  add_bias(v, d.lin[2].bias, B, Hkv * D);
   if (d.q_norm != nullptr) {
-    for (int i = 0; i < H; i++) rms_norm(q + i * D, d.q_norm, D, s.eps, q + i * D);
-    for (int i = 0; i < Hkv; i++) rms_norm(k + i * D, d.k_norm, D, s.eps, k + i * D);
+    for (int i = 0; i < B * H; i++) rms_norm(q + i * D, d.q_norm, D, s.eps, q + i * D);
+    for (int i = 0; i < B * Hkv; i++) rms_norm(k + i * D, d.k_norm, D, s.eps, k + i * D);
   }
-  rope(s, d.freqs, q, H);
-  rope(s, d.freqs, k, Hkv);
-  for (int i = 0; i < Hkv; i++) {
-    size_t at = (static_cast<size_t>(i) * d.cap + s.offset) * D;
-    std::memcpy(d.kc + at, k + i * D, D * sizeof(float));
-    std::memcpy(d.vc + at, v + i * D, D * sizeof(float));
+  for (int b = 0; b < B; b++) {
+    const RowCache& c = d.cache[b];
+    rope(s, d.freqs, c.offset, q + b * H * D, H);
+    rope(s, d.freqs, c.offset, k + b * Hkv * D, Hkv);
+    for (int i = 0; i < Hkv; i++) {
+      size_t at = (static_cast<size_t>(i) * c.cap + c.offset) * D;
+      std::memcpy(c.kc + at, k + (b * Hkv + i) * D, D * sizeof(float));
+      std::memcpy(c.vc + at, v + (b * Hkv + i) * D, D * sizeof(float));
+    }
   }
-  attend(d, q, s.offset + 1, att);
-  Args o = make_args(d.lin[3], s.lin[3], att, tmp, dim, H * D);
+  attend(d, q, att);
+  Args o = make_args(d.lin[3], s.lin[3], att, tmp, B, dim, H * D);
   run_many(&o, 1);
-  add_bias(tmp, d.lin[3].bias, dim);
-  for (int i = 0; i < dim; i++) h[i] = x[i] + tmp[i];
-
-  rms_norm(h, d.post_norm, dim, s.eps, n);
-  Args gu[2] = {make_args(d.lin[4], s.lin[4], n, g, F, dim),
-                make_args(d.lin[5], s.lin[5], n, u, F, dim)};
+  add_bias(tmp, d.lin[3].bias, B, dim);
+  for (int i = 0; i < B * dim; i++) h[i] = x[i] + tmp[i];
+  for (int b = 0; b < B; b++) rms_norm(h + b * dim, d.post_norm, dim, s.eps, n + b * dim);
+  Args gu[2] = {make_args(d.lin[4], s.lin[4], n, g, B, F, dim),
+                make_args(d.lin[5], s.lin[5], n, u, B, F, dim)};
   run_many(gu, 2);
-  add_bias(g, d.lin[4].bias, F);
-  add_bias(u, d.lin[5].bias, F);
-  for (int i = 0; i < F; i++) act[i] = g[i] * (1.0f / (1.0f + std::exp(-g[i]))) * u[i];
-  Args down = make_args(d.lin[6], s.lin[6], act, tmp, dim, F);
+  add_bias(g, d.lin[4].bias, B, F);
+  add_bias(u, d.lin[5].bias, B, F);
+  for (int i = 0; i < B * F; i++) act[i] = g[i] * (1.0f / (1.0f + std::exp(-g[i]))) * u[i];
+  Args down = make_args(d.lin[6], s.lin[6], act, tmp, B, dim, F);
   run_many(&down, 1);
-  add_bias(tmp, d.lin[6].bias, dim);
-  for (int i = 0; i < dim; i++) d.out[i] = h[i] + tmp[i];
+  add_bias(tmp, d.lin[6].bias, B, dim);
+  for (int i = 0; i < B * dim; i++) d.out[i] = h[i] + tmp[i];
 }
 
-// Inputs: x [1, 1, dim] float32, the cache's keys and values [1, Hkv, cap, D] float32,
-// the two norm weights, per linear (q k v o gate up down) weight, scales, biases and an
-// optional bias, then the optional q/k norm weights and rope frequencies. Outputs: the
-// block's output [1, 1, dim] and the keys and values with position `offset` written: in
-// place (the outputs share the inputs' buffers) unless `copy_cache`, when the caller's
-// cache may be shared (a prefix-cache copy) and is copied first.
+// Inputs: x [B, 1, dim] float32; per row the cache's keys and values [1, Hkv, cap, D]
+// float32; the two norm weights; per linear (q k v o gate up down) weight, scales,
+// biases and an optional bias; then the optional q/k norm weights and rope frequencies.
+// Outputs: the block's output [B, 1, dim], then per row the keys and values with the
+// row's position written: in place (the outputs share the inputs' buffers) unless the
+// row's `copy`, when the caller's cache may be shared (a prefix-cache copy) and is
+// copied first.
 class HubDecodeLayer : public mx::Primitive {
  public:
-  HubDecodeLayer(mx::Stream st, const mlxs_qmm::DecodeLayerSpec& spec)
-      : mx::Primitive(st), s_(spec) {}
+  HubDecodeLayer(mx::Stream st, const mlxs_qmm::DecodeLayerSpec& spec, std::vector<int> offsets,
+                 std::vector<int> copy)
+      : mx::Primitive(st), s_(spec), offsets_(std::move(offsets)), copy_(std::move(copy)) {}
 
   void eval_cpu(const std::vector<array>& in, std::vector<array>& outs) override {
+    const int B = static_cast<int>(offsets_.size());
     for (size_t i = 1; i < in.size(); i++) {
       if (!in[i].flags().row_contiguous) {
         throw std::runtime_error("HubDecodeLayer: inputs must be row-contiguous");
@@ -1017,8 +1034,8 @@ class HubDecodeLayer : public mx::Primitive {
     }
     auto& enc = mx::cpu::get_command_encoder(stream());
     outs[0].set_data(mx::allocator::malloc(outs[0].nbytes()));
-    for (int c = 1; c <= 2; c++) {
-      if (!s_.copy_cache) {
+    for (int c = 1; c <= 2 * B; c++) {
+      if (!copy_[(c - 1) / 2]) {
         // The caller owns the cache exclusively: write the new position in place.
         outs[c].copy_shared_buffer(in[c]);
         continue;
@@ -1027,20 +1044,22 @@ class HubDecodeLayer : public mx::Primitive {
       const void* src = in[c].data<void>();
       void* dst = outs[c].data<void>();
       size_t nb = in[c].nbytes();
-      enc.set_input_array(in[c]);
       enc.dispatch([src, dst, nb]() { std::memcpy(dst, src, nb); });
     }
     LayerData d;
     d.s = s_;
+    d.rows = B;
     d.x = in[0].data<float>();
-    d.x_stride = in[0].size() > 1 ? static_cast<int64_t>(in[0].strides().back()) : 1;
+    d.x_col = static_cast<int64_t>(in[0].strides().back());
+    d.x_row = static_cast<int64_t>(in[0].strides().front());
     d.out = outs[0].data<float>();
-    d.kc = outs[1].data<float>();
-    d.vc = outs[2].data<float>();
-    d.cap = in[1].shape(2);
-    d.in_norm = in[3].data<float>();
-    d.post_norm = in[4].data<float>();
-    size_t i = 5;
+    for (int b = 0; b < B; b++) {
+      d.cache.push_back(RowCache{outs[1 + 2 * b].data<float>(), outs[2 + 2 * b].data<float>(),
+                                 in[1 + 2 * b].shape(2), offsets_[b]});
+    }
+    size_t i = 1 + 2 * B;
+    d.in_norm = in[i++].data<float>();
+    d.post_norm = in[i++].data<float>();
     for (int l = 0; l < 7; l++) {
       d.lin[l].w = in[i++].data<uint32_t>();
       d.lin[l].sdt = sdtype_of(in[i]);
@@ -1051,9 +1070,7 @@ class HubDecodeLayer : public mx::Primitive {
     d.q_norm = s_.qk_norm ? in[i++].data<float>() : nullptr;
     d.k_norm = s_.qk_norm ? in[i++].data<float>() : nullptr;
     d.freqs = s_.rope_has_freqs ? in[i++].data<float>() : nullptr;
-    for (const auto& a : in) enc.set_input_array(a);
-    for (auto& a : outs) enc.set_output_array(a);
-    enc.dispatch([d]() { decode_layer_run(d); });
+    enc.dispatch([d = std::move(d)]() { decode_layer_run(d); });
   }
 
   void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
@@ -1066,11 +1083,14 @@ class HubDecodeLayer : public mx::Primitive {
     return false;  // it writes its cache inputs: never merge two of them
   }
   std::vector<mx::Shape> output_shapes(const std::vector<array>& in) override {
-    return {in[0].shape(), in[1].shape(), in[2].shape()};
+    std::vector<mx::Shape> out{in[0].shape()};
+    for (size_t c = 1; c <= 2 * offsets_.size(); c++) out.push_back(in[c].shape());
+    return out;
   }
 
  private:
   mlxs_qmm::DecodeLayerSpec s_;
+  std::vector<int> offsets_, copy_;
 };
 
 void require(bool ok, const std::string& what) {
@@ -1119,30 +1139,35 @@ array quantized_matmul(
   return ref.dtype() == mx::float32 ? y : mx::astype(y, ref.dtype(), s);
 }
 
-std::vector<array> decode_layer(std::vector<array> in, const DecodeLayerSpec& sp) {
+std::vector<array> decode_layer(std::vector<array> in, const DecodeLayerSpec& sp,
+                                const std::vector<int>& offsets, const std::vector<int>& copy) {
   mx::Stream st = mx::default_stream(mx::default_device());
   require(st.device == mx::Device::cpu && !fast_path_disabled(),
           "needs MLX's CPU device and our kernels");
   const int dim = sp.dim, H = sp.n_heads, Hkv = sp.n_kv_heads, D = sp.head_dim, F = sp.hidden;
+  const int B = static_cast<int>(offsets.size());
+  require(B >= 1 && copy.size() == offsets.size(), "one offset and copy flag per row");
   require(dim > 0 && H > 0 && Hkv > 0 && D > 0 && F > 0 && H % Hkv == 0, "bad dimensions");
   require(sp.rope_dims > 0 && sp.rope_dims % 2 == 0 && sp.rope_dims <= D, "bad rope dims");
-  require(sp.offset >= 0, "negative offset");
-  size_t want = 5 + 7 * 3 + (sp.qk_norm ? 2 : 0) + (sp.rope_has_freqs ? 1 : 0);
+  size_t want = 1 + 2 * B + 2 + 7 * 3 + (sp.qk_norm ? 2 : 0) + (sp.rope_has_freqs ? 1 : 0);
   for (const auto& l : sp.lin) want += l.has_bias ? 1 : 0;
   require(in.size() == want, "expected " + std::to_string(want) + " inputs");
-  require(in[0].size() == static_cast<size_t>(dim) && mx::issubdtype(in[0].dtype(), mx::floating),
-          "x must be dim floats");
+  require(in[0].ndim() >= 2 && in[0].shape(0) == B && in[0].size() == static_cast<size_t>(B) * dim &&
+              mx::issubdtype(in[0].dtype(), mx::floating),
+          "x must be [rows, 1, dim] floats");
   if (in[0].dtype() != mx::float32) in[0] = mx::astype(in[0], mx::float32, st);
-  for (int c = 1; c <= 2; c++) {
+  for (int c = 1; c <= 2 * B; c++) {
+    const int off = offsets[(c - 1) / 2];
+    require(off >= 0, "negative offset");
     require(in[c].dtype() == mx::float32 && in[c].ndim() == 4 && in[c].shape(0) == 1 &&
-                in[c].shape(1) == Hkv && in[c].shape(3) == D && in[c].shape(2) > sp.offset,
-            "the cache must be float32 [1, Hkv, > offset, D]");
+                in[c].shape(1) == Hkv && in[c].shape(3) == D && in[c].shape(2) > off,
+            "each cache must be float32 [1, Hkv, > offset, D]");
   }
-  require_f32(in[3], "input norm", {dim});
-  require_f32(in[4], "post-attention norm", {dim});
+  size_t i = 1 + 2 * B;
+  require_f32(in[i++], "input norm", {dim});
+  require_f32(in[i++], "post-attention norm", {dim});
   const int outs[7] = {H * D, Hkv * D, Hkv * D, dim, F, F, dim};
   const int ins[7] = {dim, dim, dim, H * D, dim, dim, F};
-  size_t i = 5;
   for (int l = 0; l < 7; l++) {
     const auto& ls = sp.lin[l];
     const std::string name = "linear " + std::to_string(l);
@@ -1175,10 +1200,11 @@ std::vector<array> decode_layer(std::vector<array> in, const DecodeLayerSpec& sp
     bool ours = in[j].has_primitive() && typeid(in[j].primitive()) == typeid(HubDecodeLayer);
     if (!ours) in[j] = as_contiguous(in[j], st);
   }
-  std::vector<mx::Shape> shapes{in[0].shape(), in[1].shape(), in[2].shape()};
-  std::vector<mx::Dtype> dtypes(3, mx::float32);
-  return array::make_arrays(
-      std::move(shapes), dtypes, std::make_shared<HubDecodeLayer>(st, sp), std::move(in));
+  std::vector<mx::Shape> shapes{in[0].shape()};
+  for (int c = 1; c <= 2 * B; c++) shapes.push_back(in[c].shape());
+  std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
+  return array::make_arrays(std::move(shapes), dtypes,
+                            std::make_shared<HubDecodeLayer>(st, sp, offsets, copy), std::move(in));
 }
 
 uint64_t decode_layer_calls() {

@@ -29,11 +29,13 @@ using LinearSpec = mlxs_linear_spec;
 using DecodeLayerSpec = mlxs_decode_spec;
 
 // One decode position of a Llama block (RMSNorm, q/k/v, optional q/k norms, RoPE, the KV
-// cache write, attention, o_proj, residual, RMSNorm, SwiGLU MLP, residual) as ONE MLX node,
-// float32 throughout, with our kernels for the seven quantized projections (q/k/v and
-// gate/up each run as one thread-pool job). Inputs and outputs: see mlxs_decode_layer.
+// cache write, attention, o_proj, residual, RMSNorm, SwiGLU MLP, residual) for each of
+// `offsets.size()` sequences as ONE MLX node, float32 throughout, with our kernels for the
+// seven quantized projections (q/k/v and gate/up each run as one thread-pool job, all rows
+// reading each weight once). Inputs and outputs: see mlxs_decode_layer.
 std::vector<mlx::core::array> decode_layer(
-    std::vector<mlx::core::array> inputs, const DecodeLayerSpec& spec);
+    std::vector<mlx::core::array> inputs, const DecodeLayerSpec& spec,
+    const std::vector<int>& offsets, const std::vector<int>& copy);
 // Whether decode_layer can run (MLX's default device is the CPU, our kernels are on).
 bool decode_layer_available();
 // How many decode_layer nodes have run in this process.

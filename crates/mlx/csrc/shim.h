@@ -154,13 +154,15 @@ typedef struct mlxs_decode_spec {
   int32_t rope_dims, rope_traditional;
   float rope_base, rope_scale;
   int32_t rope_has_freqs, qk_norm;
-  int32_t offset;      // the position written and attended from
-  int32_t copy_cache;  // the cache buffers may be shared: copy before writing
   mlxs_linear_spec lin[7];  // q k v o gate up down
 } mlxs_decode_spec;
-// inputs: x, keys, values, input norm, post norm, per linear weight scales biases [bias],
-// [q norm, k norm], [rope freqs]; outputs: y [like x], keys, values.
-int mlxs_decode_layer(const mlxs_vec* inputs, const mlxs_decode_spec* spec, mlxs_vec* outputs);
+// inputs: x [rows, 1, dim], per row keys and values, input norm, post norm, per linear
+// weight scales biases [bias], [q norm, k norm], [rope freqs]; per row the position
+// written and attended from, and whether its cache buffers may be shared (then copied
+// before writing); outputs: y [like x], per row keys and values.
+int mlxs_decode_layer(const mlxs_vec* inputs, const mlxs_decode_spec* spec,
+                      const int32_t* offsets, const int32_t* copy, int32_t rows,
+                      mlxs_vec* outputs);
 int mlxs_decode_layer_available(void);
 uint64_t mlxs_decode_layer_calls(void);
 

@@ -52,8 +52,6 @@ pub struct mlxs_decode_spec {
     pub rope_scale: f32,
     pub rope_has_freqs: i32,
     pub qk_norm: i32,
-    pub offset: i32,
-    pub copy_cache: i32,
     pub lin: [mlxs_linear_spec; 7],
 }
 
@@ -256,6 +254,9 @@ unsafe extern "C" {
     pub fn mlxs_decode_layer(
         inputs: *const mlxs_vec,
         spec: *const mlxs_decode_spec,
+        offsets: *const i32,
+        copy: *const i32,
+        rows: i32,
         outputs: *mut mlxs_vec,
     ) -> c_int;
     pub fn mlxs_decode_layer_available() -> c_int;

@@ -207,20 +207,27 @@ pub fn decode_layer_calls() -> u64 {
     unsafe { ffi::mlxs_decode_layer_calls() }
 }
 
-/// One decode position of a Llama block as a single MLX node (our CPU kernels, float32):
-/// `x` `[1, 1, dim]`, the float32 KV buffers `[1, Hkv, capacity, D]` and the position
-/// `offset` (< capacity) to write and attend from. Returns the block's output and the
-/// buffers with the position written. With `copy_cache` false the returned buffers
-/// share (and the kernel writes into) the input buffers: only for a cache nobody else
-/// reads past `offset`. Computes what mlx-lm's block computes, op for op, in float32.
+/// One sequence of a [`decode_layer`] step: its float32 KV buffers `[1, Hkv, capacity, D]`
+/// and the position `offset` (< capacity) to write and attend from. With `copy_cache`
+/// false the step writes into these buffers (the returned ones share them): only for a
+/// cache nobody else reads past `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeRow<'a> {
+    pub keys: &'a Array,
+    pub values: &'a Array,
+    pub offset: i32,
+    pub copy_cache: bool,
+}
+
+/// One decode position of a Llama block for each of `rows` sequences as a single MLX node
+/// (our CPU kernels, float32; every weight read once for all rows): `x` `[rows, 1, dim]`.
+/// Returns the block's output and each row's buffers with its position written. Computes
+/// what mlx-lm's block computes for each sequence alone, op for op, in float32.
 pub fn decode_layer(
     x: &Array,
-    keys: &Array,
-    values: &Array,
-    offset: i32,
-    copy_cache: bool,
+    rows: &[DecodeRow<'_>],
     layer: &DecodeLayer<'_>,
-) -> Result<(Array, Array, Array)> {
+) -> Result<(Array, Vec<(Array, Array)>)> {
     let mut spec = ffi::mlxs_decode_spec {
         dim: layer.input_norm.size() as i32,
         n_heads: layer.n_heads,
@@ -235,11 +242,15 @@ pub fn decode_layer(
         rope_scale: layer.rope_scale,
         rope_has_freqs: layer.rope_freqs.is_some() as i32,
         qk_norm: layer.qk_norm.is_some() as i32,
-        offset,
-        copy_cache: copy_cache as i32,
         ..Default::default()
     };
-    let inputs = RawVec::from_arrays([x, keys, values, layer.input_norm, layer.post_norm]);
+    let inputs = RawVec::from_arrays([x]);
+    for r in rows {
+        inputs.push(r.keys);
+        inputs.push(r.values);
+    }
+    inputs.push(layer.input_norm);
+    inputs.push(layer.post_norm);
     for (l, s) in layer.linears.iter().zip(spec.lin.iter_mut()) {
         *s = ffi::mlxs_linear_spec {
             bits: l.q.spec.bits,
@@ -257,11 +268,29 @@ pub fn decode_layer(
     if let Some(f) = layer.rope_freqs {
         inputs.push(f);
     }
+    let offsets: Vec<i32> = rows.iter().map(|r| r.offset).collect();
+    let copy: Vec<i32> = rows.iter().map(|r| r.copy_cache as i32).collect();
     let out = RawVec::new();
-    check(unsafe { ffi::mlxs_decode_layer(inputs.0, &spec, out.0) })?;
+    check(unsafe {
+        ffi::mlxs_decode_layer(
+            inputs.0,
+            &spec,
+            offsets.as_ptr(),
+            copy.as_ptr(),
+            rows.len() as i32,
+            out.0,
+        )
+    })?;
     let mut parts = out.to_arrays()?.into_iter();
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(y), Some(k), Some(v)) => Ok((y, k, v)),
-        _ => Err(Error::Mlx("decode_layer did not return three arrays".into())),
+    let y = parts
+        .next()
+        .ok_or_else(|| Error::Mlx("decode_layer returned nothing".into()))?;
+    let mut caches = Vec::with_capacity(rows.len());
+    while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+        caches.push((k, v));
     }
+    if caches.len() != rows.len() {
+        return Err(Error::Mlx("decode_layer returned the wrong number of caches".into()));
+    }
+    Ok((y, caches))
 }

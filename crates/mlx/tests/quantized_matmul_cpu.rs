@@ -378,9 +378,29 @@ fn reference(
     (y, keys, values)
 }
 
+/// `decode_layer` for one sequence.
+fn decode_one(
+    x: &Array,
+    keys: &Array,
+    values: &Array,
+    offset: i32,
+    copy_cache: bool,
+    d: &mlx::quantization::DecodeLayer<'_>,
+) -> mlx::Result<(Array, Array, Array)> {
+    let row = mlx::quantization::DecodeRow {
+        keys,
+        values,
+        offset,
+        copy_cache,
+    };
+    let (y, mut c) = mlx::quantization::decode_layer(x, &[row], d)?;
+    let (k, v) = c.remove(0);
+    Ok((y, k, v))
+}
+
 #[test]
 fn decode_layer_equals_the_blocks_ops() {
-    use mlx::quantization::{decode_layer, decode_layer_calls};
+    use mlx::quantization::decode_layer_calls;
     let (cap, offset) = (32, 9);
     for (bits, traditional, bias, qk, freqs) in [
         (4, false, false, false, false),
@@ -400,7 +420,7 @@ fn decode_layer_equals_the_blocks_ops() {
         // copy_cache: the inputs stay as they were.
         let before = decode_layer_calls();
         let keys_before = vals(&keys);
-        let (y, k, v) = decode_layer(&x, &keys, &values, offset, true, &d).unwrap();
+        let (y, k, v) = decode_one(&x, &keys, &values, offset, true, &d).unwrap();
         assert_matches(&y, &ry, &what);
         assert_matches(&k, &rk, &what);
         assert_matches(&v, &rv, &what);
@@ -408,7 +428,7 @@ fn decode_layer_equals_the_blocks_ops() {
         assert_eq!(decode_layer_calls(), before + 1);
 
         // In place: the returned cache is the input buffer, written.
-        let (y, k, _) = decode_layer(&x, &keys, &values, offset, false, &d).unwrap();
+        let (y, k, _) = decode_one(&x, &keys, &values, offset, false, &d).unwrap();
         assert_matches(&y, &ry, &what);
         assert_matches(&k, &rk, &what);
         assert_matches(&keys, &rk, &what);
@@ -416,8 +436,47 @@ fn decode_layer_equals_the_blocks_ops() {
 }
 
 #[test]
+fn decode_layer_rows_each_compute_what_they_compute_alone() {
+    use mlx::quantization::{DecodeRow, decode_layer};
+    let b = block(4);
+    let d = layer(&b, false, true, true, false);
+    let x = normal(&[3, 1, DIM], 11);
+    let caps_offsets = [(16, 0), (32, 20), (48, 47)];
+    let caches: Vec<(Array, Array)> = caps_offsets
+        .iter()
+        .enumerate()
+        .map(|(i, &(cap, _))| {
+            let k = normal(&[1, KV, cap, HD], 30 + i as u64);
+            let v = normal(&[1, KV, cap, HD], 40 + i as u64);
+            mlx::eval([&k, &v]).unwrap();
+            (k, v)
+        })
+        .collect();
+    let rows: Vec<DecodeRow<'_>> = caches
+        .iter()
+        .zip(caps_offsets)
+        .map(|((keys, values), (_, offset))| DecodeRow {
+            keys,
+            values,
+            offset,
+            copy_cache: true,
+        })
+        .collect();
+    let (y, written) = decode_layer(&x, &rows, &d).unwrap();
+    assert_eq!(written.len(), 3);
+    for (i, ((keys, values), (_, offset))) in caches.iter().zip(caps_offsets).enumerate() {
+        let xi = x.slice_axis(0, i as i32, i as i32 + 1).unwrap();
+        let (ry, rk, rv) = reference(&xi, keys, values, offset, &d);
+        let what = format!("row {i}");
+        assert_matches(&y.slice_axis(0, i as i32, i as i32 + 1).unwrap(), &ry, &what);
+        assert_matches(&written[i].0, &rk, &what);
+        assert_matches(&written[i].1, &rv, &what);
+    }
+}
+
+#[test]
 fn decode_layer_rejects_bad_inputs() {
-    use mlx::quantization::decode_layer;
+    let decode_layer = decode_one;
     let b = block(4);
     let d = layer(&b, false, false, false, false);
     let x = normal(&[1, 1, DIM], 7);
@@ -428,6 +487,10 @@ fn decode_layer_rejects_bad_inputs() {
     let mut wrong = layer(&b, false, false, false, false);
     wrong.linears.swap(1, 4);
     let cases: Vec<(&str, mlx::Result<(Array, Array, Array)>)> = vec![
+        (
+            "no rows",
+            mlx::quantization::decode_layer(&x, &[], &d).map(|(y, _)| (y.clone(), y.clone(), y)),
+        ),
         ("offset past the cache", decode_layer(&x, &cache, &cache, 16, false, &d)),
         ("negative offset", decode_layer(&x, &cache, &cache, -1, false, &d)),
         ("kv heads", decode_layer(&x, &bad_cache, &bad_cache, 0, false, &d)),

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use mlx::fast::{AttentionMask, RopeOffset};
-use mlx::quantization::{DecodeLayer, DecodeLinear};
+use mlx::quantization::{DecodeLayer, DecodeLinear, DecodeRow};
 
 use crate::config::{ModelConfig, QuantizationConfig};
 use crate::models::{KvCache, LanguageModel};
@@ -804,18 +804,18 @@ fn fused_decode_enabled() -> bool {
 }
 
 impl Llama {
-    /// Every block as a fused decode node, when this step can run that way: one token of
-    /// one sequence, no adapters, MLX's CPU device with our kernels, quantized blocks
-    /// (see [`Block::decode_layer`]) and a float32 (or empty) cache. Decode is then one
-    /// MLX node per block instead of ~35, which is most of the time of a small model.
-    fn fused_decode_layers(&self, tokens: &Array, cache: &[KvCache]) -> Option<Vec<DecodeLayer<'_>>> {
-        if tokens.shape() != [1, 1]
-            || self.adapters.is_some()
+    /// Every block as a fused decode node, when a one-token step can run that way: no
+    /// adapters, MLX's CPU device with our kernels, quantized blocks (see
+    /// [`Block::decode_layer`]) and float32 (or empty) caches. Decode is then one MLX
+    /// node per block instead of ~35, which is most of the time of a small model.
+    fn fused_decode_layers<'c>(
+        &self,
+        mut cache: impl Iterator<Item = &'c KvCache>,
+    ) -> Option<Vec<DecodeLayer<'_>>> {
+        if self.adapters.is_some()
             || !fused_decode_enabled()
             || !mlx::quantization::decode_layer_available()
-            || cache
-                .iter()
-                .any(|c| c.dtype().is_some_and(|d| d != mlx::Dtype::Float32))
+            || cache.any(|c| c.dtype().is_some_and(|d| d != mlx::Dtype::Float32))
         {
             return None;
         }
@@ -824,6 +824,29 @@ impl Llama {
             .map(|b| b.decode_layer(&self.config))
             .collect()
     }
+}
+
+/// One fused decode node (see [`mlx::quantization::decode_layer`]) for the rows of `h`
+/// `[B, 1, D]`, row `i` appending to `caches[i]`.
+fn fused_step(h: &Array, caches: &mut [&mut KvCache], layer: &DecodeLayer<'_>) -> Result<Array> {
+    let reserved = caches
+        .iter_mut()
+        .map(|c| c.reserve_one(layer.n_kv_heads, layer.head_dim))
+        .collect::<Result<Vec<_>>>()?;
+    let rows: Vec<DecodeRow<'_>> = reserved
+        .iter()
+        .map(|(keys, values, offset, shared)| DecodeRow {
+            keys,
+            values,
+            offset: *offset,
+            copy_cache: *shared,
+        })
+        .collect();
+    let (y, written) = mlx::quantization::decode_layer(h, &rows, layer)?;
+    for (c, (k, v)) in caches.iter_mut().zip(written) {
+        c.commit_one(k, v);
+    }
+    Ok(y)
 }
 
 impl LanguageModel for Llama {
@@ -848,14 +871,12 @@ impl LanguageModel for Llama {
             AttentionMask::None
         };
         let ad = self.inference_adapt();
-        if let Some(fused) = self.fused_decode_layers(tokens, cache) {
+        let fused = (tokens.shape() == [1, 1])
+            .then(|| self.fused_decode_layers(cache.iter()))
+            .flatten();
+        if let Some(fused) = fused {
             for (layer, c) in fused.iter().zip(cache.iter_mut()) {
-                let (k, v, offset, shared) =
-                    c.reserve_one(layer.n_kv_heads, layer.head_dim)?;
-                let (y, k, v) =
-                    mlx::quantization::decode_layer(&h, &k, &v, offset, shared, layer)?;
-                c.commit_one(k, v);
-                h = y;
+                h = fused_step(&h, &mut [c], layer)?;
             }
         } else {
             for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
@@ -887,10 +908,14 @@ impl LanguageModel for Llama {
         }
         let ad = self.inference_adapt();
         let mut h = self.embed_tokens.forward(tokens)?;
+        let fused = self.fused_decode_layers(caches.iter().flat_map(|c| c.iter()));
         for (li, layer) in self.layers.iter().enumerate() {
             let mut layer_caches: Vec<&mut KvCache> =
                 caches.iter_mut().map(|c| &mut c[li]).collect();
-            h = layer.forward_rows(&h, &mut layer_caches, &ad)?;
+            h = match &fused {
+                Some(f) => fused_step(&h, &mut layer_caches, &f[li])?,
+                None => layer.forward_rows(&h, &mut layer_caches, &ad)?,
+            };
         }
         let h = self.norm.forward_adapted(&h, "model.norm", &ad)?;
         match &self.lm_head {
