@@ -425,7 +425,7 @@ fn decode_layer_equals_the_blocks_ops() {
         assert_matches(&k, &rk, &what);
         assert_matches(&v, &rv, &what);
         assert_eq!(vals(&keys), keys_before, "{what}: copy_cache wrote its input");
-        assert_eq!(decode_layer_calls(), before + 1);
+        assert!(decode_layer_calls() > before, "{what}: the fused node did not run");
 
         // In place: the returned cache is the input buffer, written.
         let (y, k, _) = decode_one(&x, &keys, &values, offset, false, &d).unwrap();
