@@ -349,8 +349,10 @@ impl Block {
     /// frequencies float32 (then the block's math is float32, as the kernel's is).
     fn decode_layer(&self, c: &ModelConfig) -> Option<DecodeLayer<'_>> {
         let a = &self.self_attn;
-        let f32 = |x: &Array| x.dtype() == mlx::Dtype::Float32;
-        let lin = |l: &'_ Linear| -> Option<DecodeLinear<'_>> {
+        fn f32(x: &Array) -> bool {
+            x.dtype() == mlx::Dtype::Float32
+        }
+        fn lin(l: &Linear) -> Option<DecodeLinear<'_>> {
             match l {
                 Linear::Quantized { q, bias }
                     if matches!(q.spec.bits, 4 | 8) && bias.as_ref().is_none_or(f32) =>
@@ -362,7 +364,7 @@ impl Block {
                 }
                 _ => None,
             }
-        };
+        }
         let norms_f32 = [&self.input_layernorm, &self.post_attention_layernorm]
             .into_iter()
             .chain(a.q_norm.as_ref())
