@@ -257,7 +257,10 @@ pub fn decode_layer(
             group_size: l.q.spec.group_size,
             has_bias: l.bias.is_some() as i32,
         };
-        for a in [&l.q.weight, &l.q.scales, &l.q.biases].into_iter().chain(l.bias) {
+        for a in [&l.q.weight, &l.q.scales, &l.q.biases]
+            .into_iter()
+            .chain(l.bias)
+        {
             inputs.push(a);
         }
     }
@@ -290,7 +293,9 @@ pub fn decode_layer(
         caches.push((k, v));
     }
     if caches.len() != rows.len() {
-        return Err(Error::Mlx("decode_layer returned the wrong number of caches".into()));
+        return Err(Error::Mlx(
+            "decode_layer returned the wrong number of caches".into(),
+        ));
     }
     Ok((y, caches))
 }

@@ -359,17 +359,31 @@ fn reference(
         .unwrap();
     let cap = keys.dim(2);
     let keys = keys
-        .slice_update(&k, &[0, 0, offset, 0], &[1, KV, offset + 1, HD], &[1, 1, 1, 1])
+        .slice_update(
+            &k,
+            &[0, 0, offset, 0],
+            &[1, KV, offset + 1, HD],
+            &[1, 1, 1, 1],
+        )
         .unwrap();
     let values = values
-        .slice_update(&v, &[0, 0, offset, 0], &[1, KV, offset + 1, HD], &[1, 1, 1, 1])
+        .slice_update(
+            &v,
+            &[0, 0, offset, 0],
+            &[1, KV, offset + 1, HD],
+            &[1, 1, 1, 1],
+        )
         .unwrap();
     let (ks, vs) = (
         keys.slice_axis(2, 0, offset + 1).unwrap(),
         values.slice_axis(2, 0, offset + 1).unwrap(),
     );
     let o = scaled_dot_product_attention(&q, &ks, &vs, d.attn_scale, AttentionMask::None).unwrap();
-    let o = o.transpose(&[0, 2, 1, 3]).unwrap().reshape(&[1, 1, -1]).unwrap();
+    let o = o
+        .transpose(&[0, 2, 1, 3])
+        .unwrap()
+        .reshape(&[1, 1, -1])
+        .unwrap();
     let h = x.add(&lin(3, &o)).unwrap();
     let n = rms_norm(&h, Some(d.post_norm), d.eps).unwrap();
     let act = lin(4, &n).silu().unwrap().multiply(&lin(5, &n)).unwrap();
@@ -415,7 +429,8 @@ fn decode_layer_equals_the_blocks_ops() {
         let values = normal(&[1, KV, cap, HD], 9);
         mlx::eval([&x, &keys, &values]).unwrap();
         let (ry, rk, rv) = reference(&x, &keys, &values, offset, &d);
-        let what = format!("bits {bits} traditional {traditional} bias {bias} qk {qk} freqs {freqs}");
+        let what =
+            format!("bits {bits} traditional {traditional} bias {bias} qk {qk} freqs {freqs}");
 
         // copy_cache: the inputs stay as they were.
         let before = decode_layer_calls();
@@ -424,8 +439,15 @@ fn decode_layer_equals_the_blocks_ops() {
         assert_matches(&y, &ry, &what);
         assert_matches(&k, &rk, &what);
         assert_matches(&v, &rv, &what);
-        assert_eq!(vals(&keys), keys_before, "{what}: copy_cache wrote its input");
-        assert!(decode_layer_calls() > before, "{what}: the fused node did not run");
+        assert_eq!(
+            vals(&keys),
+            keys_before,
+            "{what}: copy_cache wrote its input"
+        );
+        assert!(
+            decode_layer_calls() > before,
+            "{what}: the fused node did not run"
+        );
 
         // In place: the returned cache is the input buffer, written.
         let (y, k, _) = decode_one(&x, &keys, &values, offset, false, &d).unwrap();
@@ -468,7 +490,11 @@ fn decode_layer_rows_each_compute_what_they_compute_alone() {
         let xi = x.slice_axis(0, i as i32, i as i32 + 1).unwrap();
         let (ry, rk, rv) = reference(&xi, keys, values, offset, &d);
         let what = format!("row {i}");
-        assert_matches(&y.slice_axis(0, i as i32, i as i32 + 1).unwrap(), &ry, &what);
+        assert_matches(
+            &y.slice_axis(0, i as i32, i as i32 + 1).unwrap(),
+            &ry,
+            &what,
+        );
         assert_matches(&written[i].0, &rk, &what);
         assert_matches(&written[i].1, &rv, &what);
     }
@@ -491,12 +517,30 @@ fn decode_layer_rejects_bad_inputs() {
             "no rows",
             mlx::quantization::decode_layer(&x, &[], &d).map(|(y, _)| (y.clone(), y.clone(), y)),
         ),
-        ("offset past the cache", decode_layer(&x, &cache, &cache, 16, false, &d)),
-        ("negative offset", decode_layer(&x, &cache, &cache, -1, false, &d)),
-        ("kv heads", decode_layer(&x, &bad_cache, &bad_cache, 0, false, &d)),
-        ("cache dtype", decode_layer(&x, &half_cache, &half_cache, 0, false, &d)),
-        ("x size", decode_layer(&short_x, &cache, &cache, 0, false, &d)),
-        ("weight shapes", decode_layer(&x, &cache, &cache, 0, false, &wrong)),
+        (
+            "offset past the cache",
+            decode_layer(&x, &cache, &cache, 16, false, &d),
+        ),
+        (
+            "negative offset",
+            decode_layer(&x, &cache, &cache, -1, false, &d),
+        ),
+        (
+            "kv heads",
+            decode_layer(&x, &bad_cache, &bad_cache, 0, false, &d),
+        ),
+        (
+            "cache dtype",
+            decode_layer(&x, &half_cache, &half_cache, 0, false, &d),
+        ),
+        (
+            "x size",
+            decode_layer(&short_x, &cache, &cache, 0, false, &d),
+        ),
+        (
+            "weight shapes",
+            decode_layer(&x, &cache, &cache, 0, false, &wrong),
+        ),
     ];
     for (what, r) in cases {
         let e = r.err().unwrap_or_else(|| panic!("{what}: accepted"));

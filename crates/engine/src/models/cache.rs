@@ -100,7 +100,11 @@ impl KvCache {
     /// buffers `[1, kv_heads, _, head_dim]`; returns the buffers, the position to write
     /// and whether they may be shared with a clone (then the step must copy them).
     /// Hand the step's buffers back with [`KvCache::commit_one`].
-    pub fn reserve_one(&mut self, kv_heads: i32, head_dim: i32) -> Result<(Array, Array, i32, bool)> {
+    pub fn reserve_one(
+        &mut self,
+        kv_heads: i32,
+        head_dim: i32,
+    ) -> Result<(Array, Array, i32, bool)> {
         self.reserve(1, [1, kv_heads, head_dim], head_dim, Dtype::Float32)?;
         let k = self.keys.clone().expect("reserved above");
         let v = self.values.clone().expect("reserved above");
