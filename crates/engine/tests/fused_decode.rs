@@ -1,6 +1,6 @@
 //! The fused decode step (one MLX node per block, `mlx::quantization::decode_layer`)
 //! against the op-by-op path on every quantized parity fixture: the same greedy tokens
-//! and logits within 1e-4 at every step; and a cache shared with a clone (as the prefix
+//! and logits within 1e-3 at every step (float32 sums in another order, over 230 steps); and a cache shared with a clone (as the prefix
 //! cache keeps them) is never written through.
 //! Fixtures: `$MLX_HUB_PARITY_FIXTURES` or `<workspace>/target/parity-fixtures`.
 
@@ -37,7 +37,10 @@ fn quantized_fixtures(dir: &std::path::Path) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|m| !m["quantization"].is_null())
+        // The mixed fixtures keep a float projection (layer 0's down_proj): op by op.
+        .filter(|m| {
+            !m["quantization"].is_null() && !m["name"].as_str().unwrap().ends_with("-mixed")
+        })
         .map(|m| m["path"].as_str().unwrap().to_string())
         .collect()
 }
@@ -81,7 +84,7 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 #[test]
 fn fused_decode_equals_op_by_op_decode() {
     let Some(dir) = fixtures_dir() else { return };
-    let _guard = SWITCH.lock().unwrap();
+    let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let names = quantized_fixtures(&dir);
     assert!(!names.is_empty());
     for name in names {
@@ -108,14 +111,26 @@ fn fused_decode_equals_op_by_op_decode() {
         assert_eq!(fused, plain, "{name}: tokens differ");
         let d = max_diff(&fused_logits, &plain_logits);
         println!("{name:34} 230 tokens equal, max |Δlogit| {d:.2e}");
-        assert!(d < 1e-4, "{name}: logits differ by {d}");
+        assert!(d < 1e-3, "{name}: logits differ by {d}");
     }
+}
+
+#[test]
+fn a_model_with_a_float_projection_decodes_op_by_op() {
+    let Some(dir) = fixtures_dir() else { return };
+    let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
+    set_fused_decode(true);
+    let model = load_model(dir.join("llama-untied-llama3rope-mixed")).unwrap();
+    let mut cache = model.make_cache();
+    let before = decode_layer_calls();
+    decode(model.as_ref(), &mut cache, 5, 3);
+    assert_eq!(decode_layer_calls(), before);
 }
 
 #[test]
 fn a_cache_shared_with_a_clone_is_not_written_through() {
     let Some(dir) = fixtures_dir() else { return };
-    let _guard = SWITCH.lock().unwrap();
+    let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     set_fused_decode(true);
     let model = load_model(dir.join("qwen3-qknorm-q4-g64")).unwrap();
     let p = prompt(24);
@@ -143,10 +158,10 @@ fn a_cache_shared_with_a_clone_is_not_written_through() {
 #[test]
 fn fused_batch_decode_equals_op_by_op_batch_decode() {
     let Some(dir) = fixtures_dir() else { return };
-    let _guard = SWITCH.lock().unwrap();
+    let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     for name in [
         "qwen3-qknorm-q4-g64",
-        "llama-untied-llama3rope-mixed",
+        "llama-untied-llama3rope-q4-g64",
         "qwen2-bias-q8-g32",
     ] {
         let model = load_model(dir.join(name)).unwrap();
@@ -185,6 +200,6 @@ fn fused_batch_decode_equals_op_by_op_batch_decode() {
         assert_eq!(plain_calls, 0, "{name}");
         let d = max_diff(&fused, &plain);
         println!("{name:34} batch of 3: max |Δlogit| {d:.2e}");
-        assert!(d < 1e-4, "{name}: logits differ by {d}");
+        assert!(d < 1e-3, "{name}: logits differ by {d}");
     }
 }
