@@ -384,10 +384,10 @@ fn reference(
         .unwrap()
         .reshape(&[1, 1, -1])
         .unwrap();
-    let h = x.add(&lin(3, &o)).unwrap();
+    let h = x.add(lin(3, &o)).unwrap();
     let n = rms_norm(&h, Some(d.post_norm), d.eps).unwrap();
-    let act = lin(4, &n).silu().unwrap().multiply(&lin(5, &n)).unwrap();
-    let y = h.add(&lin(6, &act)).unwrap();
+    let act = lin(4, &n).silu().unwrap().multiply(lin(5, &n)).unwrap();
+    let y = h.add(lin(6, &act)).unwrap();
     assert_eq!(keys.dim(2), cap);
     (y, keys, values)
 }
@@ -512,7 +512,8 @@ fn decode_layer_rejects_bad_inputs() {
     let short_x = normal(&[1, 1, DIM - 1], 7);
     let mut wrong = layer(&b, false, false, false, false);
     wrong.linears.swap(1, 4);
-    let cases: Vec<(&str, mlx::Result<(Array, Array, Array)>)> = vec![
+    type Outcome = mlx::Result<(Array, Array, Array)>;
+    let cases: Vec<(&str, Outcome)> = vec![
         (
             "no rows",
             mlx::quantization::decode_layer(&x, &[], &d).map(|(y, _)| (y.clone(), y.clone(), y)),
