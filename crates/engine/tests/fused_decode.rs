@@ -89,7 +89,7 @@ fn fused_decode_equals_op_by_op_decode() {
     assert!(!names.is_empty());
     let mut ran_fused = 0;
     for name in &names {
-        let model = load_model(dir.join(&name)).unwrap();
+        let model = load_model(dir.join(name)).unwrap();
         let p = prompt(40);
         let run = |fused: bool| {
             set_fused_decode(fused);
