@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -26,6 +27,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <typeinfo>
 #include <vector>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -770,8 +772,334 @@ class HubQuantizedMatmul : public mx::UnaryPrimitive {
 // Already evaluated and row-contiguous arrays (loaded weights) go in as they are;
 // anything else through MLX's contiguous op (a no-op copy when it already is).
 array as_contiguous(const array& a, mx::Stream s) {
-  if (a.is_available() && a.flags().row_contiguous) return a;
+  // Scheduled arrays (async_eval) already know their layout, like available ones.
+  if (a.status() != array::Status::unscheduled && a.flags().row_contiguous) return a;
   return mx::contiguous(a, false, s);
+}
+
+
+// ----- one decode step of a Llama block as one primitive (see qmm.h, decode_layer)
+
+// Runs several products that read the same few rows of x (q/k/v, gate/up) as one pool
+// job: one wake-up of the workers instead of one per product.
+void run_many(Args* jobs, int n) {
+  Pool& tp = pool();
+  const Kernel kern = active_kernel();
+  thread_local std::vector<Prepared> prep;
+  thread_local std::vector<int> owner, first, last;
+  prep.resize(std::max<size_t>(prep.size(), n));
+  owner.clear();
+  first.clear();
+  last.clear();
+  int total = 0;
+  for (int j = 0; j < n; j++) total += jobs[j].N;
+  // Chunks of at least 8 rows, about 4 per thread over all products.
+  const int step = std::max(8, (total + tp.threads() * 4 - 1) / (tp.threads() * 4));
+  for (int j = 0; j < n; j++) {
+    runs.fetch_add(1, std::memory_order_relaxed);
+    prepare(jobs[j], kern, prep[j]);
+    for (int n0 = 0; n0 < jobs[j].N; n0 += step) {
+      owner.push_back(j);
+      first.push_back(n0);
+      last.push_back(std::min(jobs[j].N, n0 + step));
+    }
+  }
+  // The workers must see this thread's vectors, not their own thread_locals.
+  const Prepared* pp = prep.data();
+  const int *ow = owner.data(), *f0 = first.data(), *f1 = last.data();
+  tp.run(static_cast<int>(owner.size()), [&](int c) {
+    rows_dispatch(kern, jobs[ow[c]], pp[ow[c]], f0[c], f1[c]);
+  });
+}
+
+struct QuantIn {
+  const uint32_t* w = nullptr;
+  const void* scales = nullptr;
+  const void* biases = nullptr;
+  SDtype sdt = SDtype::F32;
+  const float* bias = nullptr;  // optional per-output bias
+};
+
+// One sequence's cache in a decode-layer step: its buffers [Hkv, cap, D] and the position
+// written and attended from.
+struct RowCache {
+  float* kc;
+  float* vc;
+  int cap;
+  int offset;
+};
+
+// Everything a decode-layer kernel reads and writes, captured at eval time.
+struct LayerData {
+  mlxs_qmm::DecodeLayerSpec s;
+  int rows;
+  const float* x;  // element (b, i) at x[b * x_row + i * x_col]: x may be a strided view
+  int64_t x_row, x_col;
+  float* out;  // [rows, dim]
+  std::vector<RowCache> cache;
+  const float* in_norm;
+  const float* post_norm;
+  const float* q_norm;  // optional
+  const float* k_norm;
+  const float* freqs;  // optional [rope_dims / 2]
+  QuantIn lin[7];      // q k v o gate up down
+};
+
+Args make_args(const QuantIn& q, const mlxs_qmm::LinearSpec& ls, const float* x, float* y, int m,
+               int n, int k) {
+  Args a;
+  a.x = x;
+  a.w = q.w;
+  a.scales = q.scales;
+  a.biases = q.biases;
+  a.sdt = q.sdt;
+  a.y = y;
+  a.M = m;
+  a.N = n;
+  a.K = k;
+  a.gs = ls.group_size;
+  a.bits = ls.bits;
+  return a;
+}
+
+// As mlx's fast::rms_norm in float32: x * rsqrt(mean(x²) + eps) * w.
+void rms_norm(const float* x, const float* w, int n, float eps, float* out) {
+  float ss = 0;
+  for (int i = 0; i < n; i++) ss += x[i] * x[i];
+  float r = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+void add_bias(float* y, const float* b, int rows, int n) {
+  if (b == nullptr) return;
+  for (int r = 0; r < rows; r++) {
+    for (int i = 0; i < n; i++) y[static_cast<size_t>(r) * n + i] += b[i];
+  }
+}
+
+// As mlx's fast::rope at one position (its reference formulation, float32).
+void rope(const mlxs_qmm::DecodeLayerSpec& s, const float* freqs, int offset, float* x, int heads) {
+  const int half = s.rope_dims / 2;
+  thread_local std::vector<float> cs, sn;
+  cs.resize(half);
+  sn.resize(half);
+  const float pos = static_cast<float>(offset) * s.rope_scale;
+  const float lb = static_cast<float>(std::log(static_cast<double>(s.rope_base)) / half);
+  for (int i = 0; i < half; i++) {
+    float inv = freqs ? 1.0f / freqs[i] : std::exp(-static_cast<float>(i) * lb);
+    float th = pos * inv;
+    cs[i] = std::cos(th);
+    sn[i] = std::sin(th);
+  }
+  for (int h = 0; h < heads; h++) {
+    float* v = x + static_cast<size_t>(h) * s.head_dim;
+    for (int i = 0; i < half; i++) {
+      int a = s.rope_traditional ? 2 * i : i;
+      int b = s.rope_traditional ? 2 * i + 1 : i + half;
+      float x1 = v[a], x2 = v[b];
+      v[a] = x1 * cs[i] - x2 * sn[i];
+      v[b] = x1 * sn[i] + x2 * cs[i];
+    }
+  }
+}
+
+// Attention of each row's query over positions [0, offset] of its cache, per head
+// (grouped heads share their kv head as mlx's reference sdpa groups them).
+void attend(const LayerData& d, const float* q, float* out) {
+  const auto& s = d.s;
+  const int H = s.n_heads, D = s.head_dim, rep = s.n_heads / s.n_kv_heads;
+  auto head = [&](int job) {
+    const int b = job / H, h = job % H;
+    const RowCache& c = d.cache[b];
+    const int len = c.offset + 1;
+    thread_local std::vector<float> sc;
+    sc.resize(len);
+    const int kvh = h / rep;
+    const float* qh = q + (static_cast<size_t>(b) * H + h) * D;
+    const float* kb = c.kc + static_cast<size_t>(kvh) * c.cap * D;
+    const float* vb = c.vc + static_cast<size_t>(kvh) * c.cap * D;
+    float mx = -INFINITY;
+    for (int j = 0; j < len; j++) {
+      const float* kr = kb + static_cast<size_t>(j) * D;
+      float dot = 0;
+      for (int i = 0; i < D; i++) dot += (qh[i] * s.attn_scale) * kr[i];
+      sc[j] = dot;
+      mx = std::max(mx, dot);
+    }
+    float sum = 0;
+    for (int j = 0; j < len; j++) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    float* o = out + (static_cast<size_t>(b) * H + h) * D;
+    std::fill(o, o + D, 0.0f);
+    for (int j = 0; j < len; j++) {
+      const float p = sc[j] / sum;
+      const float* vr = vb + static_cast<size_t>(j) * D;
+      for (int i = 0; i < D; i++) o[i] += p * vr[i];
+    }
+  };
+  long work = 0;
+  for (const auto& c : d.cache) work += static_cast<long>(c.offset + 1) * H * D;
+  // Long contexts: heads in parallel; short ones are not worth a wake-up.
+  if (work >= (1 << 16)) {
+    pool().run(d.rows * H, head);
+  } else {
+    for (int j = 0; j < d.rows * H; j++) head(j);
+  }
+}
+
+std::atomic<uint64_t> decode_layer_runs{0};
+
+void decode_layer_run(const LayerData& d) {
+  decode_layer_runs.fetch_add(1, std::memory_order_relaxed);
+  const auto& s = d.s;
+  const int B = d.rows;
+  const int dim = s.dim, D = s.head_dim, H = s.n_heads, Hkv = s.n_kv_heads, F = s.hidden;
+  thread_local std::vector<float> buf;
+  buf.resize(static_cast<size_t>(B) * (4 * dim + 2 * (H + Hkv) * D + 3 * F));
+  float* x = buf.data();
+  float* n = x + B * dim;
+  float* h = n + B * dim;
+  float* tmp = h + B * dim;
+  float* q = tmp + B * dim;
+  float* k = q + B * H * D;
+  float* v = k + B * Hkv * D;
+  float* att = v + B * Hkv * D;
+  float* g = att + B * H * D;
+  float* u = g + B * F;
+  float* act = u + B * F;
+  for (int b = 0; b < B; b++) {
+    for (int i = 0; i < dim; i++) x[b * dim + i] = d.x[b * d.x_row + i * d.x_col];
+    rms_norm(x + b * dim, d.in_norm, dim, s.eps, n + b * dim);
+  }
+  Args qkv[3] = {make_args(d.lin[0], s.lin[0], n, q, B, H * D, dim),
+                 make_args(d.lin[1], s.lin[1], n, k, B, Hkv * D, dim),
+                 make_args(d.lin[2], s.lin[2], n, v, B, Hkv * D, dim)};
+  run_many(qkv, 3);
+  add_bias(q, d.lin[0].bias, B, H * D);
+  add_bias(k, d.lin[1].bias, B, Hkv * D);
+  add_bias(v, d.lin[2].bias, B, Hkv * D);
+  if (d.q_norm != nullptr) {
+    for (int i = 0; i < B * H; i++) rms_norm(q + i * D, d.q_norm, D, s.eps, q + i * D);
+    for (int i = 0; i < B * Hkv; i++) rms_norm(k + i * D, d.k_norm, D, s.eps, k + i * D);
+  }
+  for (int b = 0; b < B; b++) {
+    const RowCache& c = d.cache[b];
+    rope(s, d.freqs, c.offset, q + b * H * D, H);
+    rope(s, d.freqs, c.offset, k + b * Hkv * D, Hkv);
+    for (int i = 0; i < Hkv; i++) {
+      size_t at = (static_cast<size_t>(i) * c.cap + c.offset) * D;
+      std::memcpy(c.kc + at, k + (b * Hkv + i) * D, D * sizeof(float));
+      std::memcpy(c.vc + at, v + (b * Hkv + i) * D, D * sizeof(float));
+    }
+  }
+  attend(d, q, att);
+  Args o = make_args(d.lin[3], s.lin[3], att, tmp, B, dim, H * D);
+  run_many(&o, 1);
+  add_bias(tmp, d.lin[3].bias, B, dim);
+  for (int i = 0; i < B * dim; i++) h[i] = x[i] + tmp[i];
+  for (int b = 0; b < B; b++) rms_norm(h + b * dim, d.post_norm, dim, s.eps, n + b * dim);
+  Args gu[2] = {make_args(d.lin[4], s.lin[4], n, g, B, F, dim),
+                make_args(d.lin[5], s.lin[5], n, u, B, F, dim)};
+  run_many(gu, 2);
+  add_bias(g, d.lin[4].bias, B, F);
+  add_bias(u, d.lin[5].bias, B, F);
+  for (int i = 0; i < B * F; i++) act[i] = g[i] * (1.0f / (1.0f + std::exp(-g[i]))) * u[i];
+  Args down = make_args(d.lin[6], s.lin[6], act, tmp, B, dim, F);
+  run_many(&down, 1);
+  add_bias(tmp, d.lin[6].bias, B, dim);
+  for (int i = 0; i < B * dim; i++) d.out[i] = h[i] + tmp[i];
+}
+
+// Inputs: x [B, 1, dim] float32; per row the cache's keys and values [1, Hkv, cap, D]
+// float32; the two norm weights; per linear (q k v o gate up down) weight, scales,
+// biases and an optional bias; then the optional q/k norm weights and rope frequencies.
+// Outputs: the block's output [B, 1, dim], then per row the keys and values with the
+// row's position written: in place (the outputs share the inputs' buffers) unless the
+// row's `copy`, when the caller's cache may be shared (a prefix-cache copy) and is
+// copied first.
+class HubDecodeLayer : public mx::Primitive {
+ public:
+  HubDecodeLayer(mx::Stream st, const mlxs_qmm::DecodeLayerSpec& spec, std::vector<int> offsets,
+                 std::vector<int> copy)
+      : mx::Primitive(st), s_(spec), offsets_(std::move(offsets)), copy_(std::move(copy)) {}
+
+  void eval_cpu(const std::vector<array>& in, std::vector<array>& outs) override {
+    const int B = static_cast<int>(offsets_.size());
+    for (size_t i = 1; i < in.size(); i++) {
+      if (!in[i].flags().row_contiguous) {
+        throw std::runtime_error("HubDecodeLayer: inputs must be row-contiguous");
+      }
+    }
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    outs[0].set_data(mx::allocator::malloc(outs[0].nbytes()));
+    for (int c = 1; c <= 2 * B; c++) {
+      if (!copy_[(c - 1) / 2]) {
+        // The caller owns the cache exclusively: write the new position in place.
+        outs[c].copy_shared_buffer(in[c]);
+        continue;
+      }
+      outs[c].set_data(mx::allocator::malloc(outs[c].nbytes()));
+      const void* src = in[c].data<void>();
+      void* dst = outs[c].data<void>();
+      size_t nb = in[c].nbytes();
+      enc.dispatch([src, dst, nb]() { std::memcpy(dst, src, nb); });
+    }
+    LayerData d;
+    d.s = s_;
+    d.rows = B;
+    d.x = in[0].data<float>();
+    d.x_col = static_cast<int64_t>(in[0].strides().back());
+    d.x_row = static_cast<int64_t>(in[0].strides().front());
+    d.out = outs[0].data<float>();
+    for (int b = 0; b < B; b++) {
+      d.cache.push_back(RowCache{outs[1 + 2 * b].data<float>(), outs[2 + 2 * b].data<float>(),
+                                 in[1 + 2 * b].shape(2), offsets_[b]});
+    }
+    size_t i = 1 + 2 * B;
+    d.in_norm = in[i++].data<float>();
+    d.post_norm = in[i++].data<float>();
+    for (int l = 0; l < 7; l++) {
+      d.lin[l].w = in[i++].data<uint32_t>();
+      d.lin[l].sdt = sdtype_of(in[i]);
+      d.lin[l].scales = in[i++].data<void>();
+      d.lin[l].biases = in[i++].data<void>();
+      d.lin[l].bias = s_.lin[l].has_bias ? in[i++].data<float>() : nullptr;
+    }
+    d.q_norm = s_.qk_norm ? in[i++].data<float>() : nullptr;
+    d.k_norm = s_.qk_norm ? in[i++].data<float>() : nullptr;
+    d.freqs = s_.rope_has_freqs ? in[i++].data<float>() : nullptr;
+    enc.dispatch([d = std::move(d)]() { decode_layer_run(d); });
+  }
+
+  void eval_gpu(const std::vector<array>&, std::vector<array>&) override {
+    throw std::runtime_error("HubDecodeLayer runs on the CPU only");
+  }
+  const char* name() const override {
+    return "HubDecodeLayer";
+  }
+  bool is_equivalent(const mx::Primitive&) const override {
+    return false;  // it writes its cache inputs: never merge two of them
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<array>& in) override {
+    std::vector<mx::Shape> out{in[0].shape()};
+    for (size_t c = 1; c <= 2 * offsets_.size(); c++) out.push_back(in[c].shape());
+    return out;
+  }
+
+ private:
+  mlxs_qmm::DecodeLayerSpec s_;
+  std::vector<int> offsets_, copy_;
+};
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("decode_layer: " + what);
+}
+
+void require_f32(const array& a, const std::string& name, std::initializer_list<int> shape) {
+  require(a.dtype() == mx::float32, name + " must be float32");
+  require(a.shape() == mx::Shape(shape), name + " has the wrong shape");
 }
 
 }  // namespace
@@ -809,6 +1137,82 @@ array quantized_matmul(
   array y(std::move(shape), mx::float32,
           std::make_shared<HubQuantizedMatmul>(s, group_size, bits), std::move(inputs));
   return ref.dtype() == mx::float32 ? y : mx::astype(y, ref.dtype(), s);
+}
+
+std::vector<array> decode_layer(std::vector<array> in, const DecodeLayerSpec& sp,
+                                const std::vector<int>& offsets, const std::vector<int>& copy) {
+  mx::Stream st = mx::default_stream(mx::default_device());
+  require(st.device == mx::Device::cpu && !fast_path_disabled(),
+          "needs MLX's CPU device and our kernels");
+  const int dim = sp.dim, H = sp.n_heads, Hkv = sp.n_kv_heads, D = sp.head_dim, F = sp.hidden;
+  const int B = static_cast<int>(offsets.size());
+  require(B >= 1 && copy.size() == offsets.size(), "one offset and copy flag per row");
+  require(dim > 0 && H > 0 && Hkv > 0 && D > 0 && F > 0 && H % Hkv == 0, "bad dimensions");
+  require(sp.rope_dims > 0 && sp.rope_dims % 2 == 0 && sp.rope_dims <= D, "bad rope dims");
+  size_t want = 1 + 2 * B + 2 + 7 * 3 + (sp.qk_norm ? 2 : 0) + (sp.rope_has_freqs ? 1 : 0);
+  for (const auto& l : sp.lin) want += l.has_bias ? 1 : 0;
+  require(in.size() == want, "expected " + std::to_string(want) + " inputs");
+  require(in[0].ndim() >= 2 && in[0].shape(0) == B && in[0].size() == static_cast<size_t>(B) * dim &&
+              mx::issubdtype(in[0].dtype(), mx::floating),
+          "x must be [rows, 1, dim] floats");
+  if (in[0].dtype() != mx::float32) in[0] = mx::astype(in[0], mx::float32, st);
+  for (int c = 1; c <= 2 * B; c++) {
+    const int off = offsets[(c - 1) / 2];
+    require(off >= 0, "negative offset");
+    require(in[c].dtype() == mx::float32 && in[c].ndim() == 4 && in[c].shape(0) == 1 &&
+                in[c].shape(1) == Hkv && in[c].shape(3) == D && in[c].shape(2) > off,
+            "each cache must be float32 [1, Hkv, > offset, D]");
+  }
+  size_t i = 1 + 2 * B;
+  require_f32(in[i++], "input norm", {dim});
+  require_f32(in[i++], "post-attention norm", {dim});
+  const int outs[7] = {H * D, Hkv * D, Hkv * D, dim, F, F, dim};
+  const int ins[7] = {dim, dim, dim, H * D, dim, dim, F};
+  for (int l = 0; l < 7; l++) {
+    const auto& ls = sp.lin[l];
+    const std::string name = "linear " + std::to_string(l);
+    require((ls.bits == 4 || ls.bits == 8) &&
+                (ls.group_size == 32 || ls.group_size == 64 || ls.group_size == 128) &&
+                ins[l] % ls.group_size == 0,
+            name + ": unsupported quantization");
+    const array& w = in[i];
+    const array& sc = in[i + 1];
+    const array& bi = in[i + 2];
+    require(w.dtype() == mx::uint32 && w.shape() == mx::Shape{outs[l], ins[l] * ls.bits / 32},
+            name + ": bad packed weight");
+    require(sc.dtype() == bi.dtype() &&
+                (sc.dtype() == mx::float32 || sc.dtype() == mx::float16 ||
+                 sc.dtype() == mx::bfloat16) &&
+                sc.shape() == mx::Shape{outs[l], ins[l] / ls.group_size} &&
+                bi.shape() == sc.shape(),
+            name + ": bad scales or biases");
+    i += 3;
+    if (ls.has_bias) require_f32(in[i++], name + " bias", {outs[l]});
+  }
+  if (sp.qk_norm) {
+    require_f32(in[i++], "q norm", {D});
+    require_f32(in[i++], "k norm", {D});
+  }
+  if (sp.rope_has_freqs) require_f32(in[i++], "rope freqs", {sp.rope_dims / 2});
+  // x (a few floats) is read through its strides; the rest must be row-contiguous. The
+  // cache buffers a previous step returned are: no contiguous node for them.
+  for (size_t j = 1; j < in.size(); j++) {
+    bool ours = in[j].has_primitive() && typeid(in[j].primitive()) == typeid(HubDecodeLayer);
+    if (!ours) in[j] = as_contiguous(in[j], st);
+  }
+  std::vector<mx::Shape> shapes{in[0].shape()};
+  for (int c = 1; c <= 2 * B; c++) shapes.push_back(in[c].shape());
+  std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
+  return array::make_arrays(std::move(shapes), dtypes,
+                            std::make_shared<HubDecodeLayer>(st, sp, offsets, copy), std::move(in));
+}
+
+uint64_t decode_layer_calls() {
+  return decode_layer_runs.load(std::memory_order_relaxed);
+}
+
+bool decode_layer_available() {
+  return mx::default_device() == mx::Device::cpu && !fast_path_disabled();
 }
 
 bool fast_path_disabled() {

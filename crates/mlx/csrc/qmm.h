@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "mlx/array.h"
+#include "shim.h"
 
 namespace mlxs_qmm {
 
@@ -22,6 +24,22 @@ mlx::core::array quantized_matmul(
     int group_size,
     int bits,
     const std::string& mode);
+
+using LinearSpec = mlxs_linear_spec;
+using DecodeLayerSpec = mlxs_decode_spec;
+
+// One decode position of a Llama block (RMSNorm, q/k/v, optional q/k norms, RoPE, the KV
+// cache write, attention, o_proj, residual, RMSNorm, SwiGLU MLP, residual) for each of
+// `offsets.size()` sequences as ONE MLX node, float32 throughout, with our kernels for the
+// seven quantized projections (q/k/v and gate/up each run as one thread-pool job, all rows
+// reading each weight once). Inputs and outputs: see mlxs_decode_layer.
+std::vector<mlx::core::array> decode_layer(
+    std::vector<mlx::core::array> inputs, const DecodeLayerSpec& spec,
+    const std::vector<int>& offsets, const std::vector<int>& copy);
+// Whether decode_layer can run (MLX's default device is the CPU, our kernels are on).
+bool decode_layer_available();
+// How many decode_layer nodes have run in this process.
+uint64_t decode_layer_calls();
 
 // The best kernel this CPU runs: "avx2-fma", "neon", "scalar", or "mlx" when the
 // fast path is turned off (force_portable does not change it).

@@ -826,6 +826,21 @@ uint64_t mlxs_qmm_calls(void) {
 void mlxs_qmm_force_portable(int on) {
   mlxs_qmm::force_portable(on != 0);
 }
+int mlxs_decode_layer(const mlxs_vec* inputs, const mlxs_decode_spec* spec,
+                      const int32_t* offsets, const int32_t* copy, int32_t rows,
+                      mlxs_vec* outputs) {
+  return wrap_status([&] {
+    std::vector<int> off(offsets, offsets + std::max(rows, 0));
+    std::vector<int> cp(copy, copy + std::max(rows, 0));
+    outputs->v = mlxs_qmm::decode_layer(inputs->v, *spec, off, cp);
+  });
+}
+uint64_t mlxs_decode_layer_calls(void) {
+  return mlxs_qmm::decode_layer_calls();
+}
+int mlxs_decode_layer_available(void) {
+  return mlxs_qmm::decode_layer_available() ? 1 : 0;
+}
 
 // ----- random
 

@@ -142,6 +142,30 @@ int mlxs_qmm_threads(void);
 void mlxs_qmm_force_portable(int on);
 uint64_t mlxs_qmm_calls(void);
 
+// One decode position of a Llama block as one node (csrc/qmm.cpp, decode_layer).
+typedef struct mlxs_linear_spec {
+  int32_t bits;
+  int32_t group_size;
+  int32_t has_bias;
+} mlxs_linear_spec;
+typedef struct mlxs_decode_spec {
+  int32_t dim, n_heads, n_kv_heads, head_dim, hidden;
+  float eps, attn_scale;
+  int32_t rope_dims, rope_traditional;
+  float rope_base, rope_scale;
+  int32_t rope_has_freqs, qk_norm;
+  mlxs_linear_spec lin[7];  // q k v o gate up down
+} mlxs_decode_spec;
+// inputs: x [rows, 1, dim], per row keys and values, input norm, post norm, per linear
+// weight scales biases [bias], [q norm, k norm], [rope freqs]; per row the position
+// written and attended from, and whether its cache buffers may be shared (then copied
+// before writing); outputs: y [like x], per row keys and values.
+int mlxs_decode_layer(const mlxs_vec* inputs, const mlxs_decode_spec* spec,
+                      const int32_t* offsets, const int32_t* copy, int32_t rows,
+                      mlxs_vec* outputs);
+int mlxs_decode_layer_available(void);
+uint64_t mlxs_decode_layer_calls(void);
+
 // ----- random (key may be NULL: MLX's global key)
 mlxs_array* mlxs_random_key(uint64_t seed);
 void mlxs_random_seed(uint64_t seed);

@@ -28,6 +28,33 @@ pub struct mlxs_gguf {
     _private: [u8; 0],
 }
 
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mlxs_linear_spec {
+    pub bits: i32,
+    pub group_size: i32,
+    pub has_bias: i32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mlxs_decode_spec {
+    pub dim: i32,
+    pub n_heads: i32,
+    pub n_kv_heads: i32,
+    pub head_dim: i32,
+    pub hidden: i32,
+    pub eps: f32,
+    pub attn_scale: f32,
+    pub rope_dims: i32,
+    pub rope_traditional: i32,
+    pub rope_base: f32,
+    pub rope_scale: f32,
+    pub rope_has_freqs: i32,
+    pub qk_norm: i32,
+    pub lin: [mlxs_linear_spec; 7],
+}
+
 pub type mlxs_closure_fn = unsafe extern "C" fn(
     ctx: *mut c_void,
     inputs: *const mlxs_vec,
@@ -224,6 +251,16 @@ unsafe extern "C" {
     pub fn mlxs_qmm_threads() -> c_int;
     pub fn mlxs_qmm_force_portable(on: c_int);
     pub fn mlxs_qmm_calls() -> u64;
+    pub fn mlxs_decode_layer(
+        inputs: *const mlxs_vec,
+        spec: *const mlxs_decode_spec,
+        offsets: *const i32,
+        copy: *const i32,
+        rows: i32,
+        outputs: *mut mlxs_vec,
+    ) -> c_int;
+    pub fn mlxs_decode_layer_available() -> c_int;
+    pub fn mlxs_decode_layer_calls() -> u64;
 
     pub fn mlxs_random_key(seed: u64) -> A;
     pub fn mlxs_random_seed(seed: u64);

@@ -165,3 +165,137 @@ pub fn force_portable_kernel(on: bool) {
 pub fn cpu_kernel_calls() -> u64 {
     unsafe { ffi::mlxs_qmm_calls() }
 }
+
+/// One quantized projection of a [`DecodeLayer`]: the matrix and an optional float32 bias.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLinear<'a> {
+    pub q: &'a Quantized,
+    pub bias: Option<&'a Array>,
+}
+
+/// The weights and shape of one Llama block for [`decode_layer`]. Float32 norms, biases
+/// and RoPE frequencies; affine 4/8-bit projections with groups of 32, 64 or 128.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLayer<'a> {
+    pub n_heads: i32,
+    pub n_kv_heads: i32,
+    pub head_dim: i32,
+    pub eps: f32,
+    pub attn_scale: f32,
+    pub rope_dims: i32,
+    pub rope_traditional: bool,
+    pub rope_base: f32,
+    pub rope_scale: f32,
+    /// llama3-style RoPE frequencies `[rope_dims / 2]` (then `rope_base` is unused).
+    pub rope_freqs: Option<&'a Array>,
+    pub input_norm: &'a Array,
+    pub post_norm: &'a Array,
+    /// Per-head RMSNorm weights of queries and keys (qwen3).
+    pub qk_norm: Option<(&'a Array, &'a Array)>,
+    /// q, k, v, o, gate, up, down.
+    pub linears: [DecodeLinear<'a>; 7],
+}
+
+/// Whether [`decode_layer`] runs here: MLX's default device is the CPU and our kernels
+/// are on (not `MLX_HUB_QMM=mlx`).
+pub fn decode_layer_available() -> bool {
+    unsafe { ffi::mlxs_decode_layer_available() != 0 }
+}
+
+/// How many [`decode_layer`] nodes have run in this process.
+pub fn decode_layer_calls() -> u64 {
+    unsafe { ffi::mlxs_decode_layer_calls() }
+}
+
+/// One sequence of a [`decode_layer`] step: its float32 KV buffers `[1, Hkv, capacity, D]`
+/// and the position `offset` (< capacity) to write and attend from. With `copy_cache`
+/// false the step writes into these buffers (the returned ones share them): only for a
+/// cache nobody else reads past `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeRow<'a> {
+    pub keys: &'a Array,
+    pub values: &'a Array,
+    pub offset: i32,
+    pub copy_cache: bool,
+}
+
+/// One decode position of a Llama block for each of `rows` sequences as a single MLX node
+/// (our CPU kernels, float32; every weight read once for all rows): `x` `[rows, 1, dim]`.
+/// Returns the block's output and each row's buffers with its position written. Computes
+/// what mlx-lm's block computes for each sequence alone, op for op, in float32.
+pub fn decode_layer(
+    x: &Array,
+    rows: &[DecodeRow<'_>],
+    layer: &DecodeLayer<'_>,
+) -> Result<(Array, Vec<(Array, Array)>)> {
+    let mut spec = ffi::mlxs_decode_spec {
+        dim: layer.input_norm.size() as i32,
+        n_heads: layer.n_heads,
+        n_kv_heads: layer.n_kv_heads,
+        head_dim: layer.head_dim,
+        hidden: layer.linears[4].q.weight.dim(0),
+        eps: layer.eps,
+        attn_scale: layer.attn_scale,
+        rope_dims: layer.rope_dims,
+        rope_traditional: layer.rope_traditional as i32,
+        rope_base: layer.rope_base,
+        rope_scale: layer.rope_scale,
+        rope_has_freqs: layer.rope_freqs.is_some() as i32,
+        qk_norm: layer.qk_norm.is_some() as i32,
+        ..Default::default()
+    };
+    let inputs = RawVec::from_arrays([x]);
+    for r in rows {
+        inputs.push(r.keys);
+        inputs.push(r.values);
+    }
+    inputs.push(layer.input_norm);
+    inputs.push(layer.post_norm);
+    for (l, s) in layer.linears.iter().zip(spec.lin.iter_mut()) {
+        *s = ffi::mlxs_linear_spec {
+            bits: l.q.spec.bits,
+            group_size: l.q.spec.group_size,
+            has_bias: l.bias.is_some() as i32,
+        };
+        for a in [&l.q.weight, &l.q.scales, &l.q.biases]
+            .into_iter()
+            .chain(l.bias)
+        {
+            inputs.push(a);
+        }
+    }
+    if let Some((qn, kn)) = layer.qk_norm {
+        inputs.push(qn);
+        inputs.push(kn);
+    }
+    if let Some(f) = layer.rope_freqs {
+        inputs.push(f);
+    }
+    let offsets: Vec<i32> = rows.iter().map(|r| r.offset).collect();
+    let copy: Vec<i32> = rows.iter().map(|r| r.copy_cache as i32).collect();
+    let out = RawVec::new();
+    check(unsafe {
+        ffi::mlxs_decode_layer(
+            inputs.0,
+            &spec,
+            offsets.as_ptr(),
+            copy.as_ptr(),
+            rows.len() as i32,
+            out.0,
+        )
+    })?;
+    let mut parts = out.to_arrays()?.into_iter();
+    let y = parts
+        .next()
+        .ok_or_else(|| Error::Mlx("decode_layer returned nothing".into()))?;
+    let mut caches = Vec::with_capacity(rows.len());
+    while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+        caches.push((k, v));
+    }
+    if caches.len() != rows.len() {
+        return Err(Error::Mlx(
+            "decode_layer returned the wrong number of caches".into(),
+        ));
+    }
+    Ok((y, caches))
+}

@@ -235,3 +235,320 @@ fn gradients_through_x_scales_and_biases() {
     );
     assert!(r.is_err());
 }
+
+/// A small random block for `decode_layer`: dim 64, 4 query heads over 2 kv heads of 16.
+struct Block {
+    norms: [Array; 2],
+    lin: Vec<Quantized>,
+    bias: Vec<Array>,
+    qk: [Array; 2],
+    freqs: Array,
+}
+
+const DIM: i32 = 64;
+const HEADS: i32 = 4;
+const KV: i32 = 2;
+const HD: i32 = 16;
+const FF: i32 = 96;
+
+fn block(bits: i32) -> Block {
+    let shapes = [
+        (HEADS * HD, DIM),
+        (KV * HD, DIM),
+        (KV * HD, DIM),
+        (DIM, HEADS * HD),
+        (FF, DIM),
+        (FF, DIM),
+        (DIM, FF),
+    ];
+    let lin = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, k))| quantized(n, k, bits, 32, Dtype::Float32, 100 + i as u64))
+        .collect();
+    let bias = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, _))| normal(&[n], 200 + i as u64).mul(0.1f32).unwrap())
+        .collect();
+    let w = |n, seed| normal(&[n], seed).mul(0.1f32).unwrap().add(1.0f32).unwrap();
+    let freqs = Array::from_vec(&(0..HD / 2).map(|i| 1.5f32.powi(i)).collect::<Vec<_>>()).unwrap();
+    Block {
+        norms: [w(DIM, 1), w(DIM, 2)],
+        lin,
+        bias,
+        qk: [w(HD, 3), w(HD, 4)],
+        freqs,
+    }
+}
+
+fn layer<'a>(
+    b: &'a Block,
+    traditional: bool,
+    with_bias: bool,
+    qk: bool,
+    freqs: bool,
+) -> mlx::quantization::DecodeLayer<'a> {
+    use mlx::quantization::{DecodeLayer, DecodeLinear};
+    let l = |i: usize| DecodeLinear {
+        q: &b.lin[i],
+        bias: with_bias.then(|| &b.bias[i]),
+    };
+    DecodeLayer {
+        n_heads: HEADS,
+        n_kv_heads: KV,
+        head_dim: HD,
+        eps: 1e-5,
+        attn_scale: (HD as f32).powf(-0.5),
+        rope_dims: HD,
+        rope_traditional: traditional,
+        rope_base: 10000.0,
+        rope_scale: 1.0,
+        rope_freqs: freqs.then_some(&b.freqs),
+        input_norm: &b.norms[0],
+        post_norm: &b.norms[1],
+        qk_norm: qk.then(|| (&b.qk[0], &b.qk[1])),
+        linears: [l(0), l(1), l(2), l(3), l(4), l(5), l(6)],
+    }
+}
+
+/// The block as mlx-lm computes it, op by op with MLX's own kernels.
+fn reference(
+    x: &Array,
+    keys: &Array,
+    values: &Array,
+    offset: i32,
+    d: &mlx::quantization::DecodeLayer<'_>,
+) -> (Array, Array, Array) {
+    use mlx::fast::{AttentionMask, RopeOffset, rms_norm, rope, scaled_dot_product_attention};
+    let lin = |i: usize, x: &Array| {
+        let y = quantized_matmul_reference(x, d.linears[i].q, true).unwrap();
+        match d.linears[i].bias {
+            Some(b) => y.add(b).unwrap(),
+            None => y,
+        }
+    };
+    let heads = |y: Array, n: i32, norm: Option<&Array>| {
+        let mut y = y.reshape(&[1, 1, n, HD]).unwrap();
+        if let Some(w) = norm {
+            y = rms_norm(&y, Some(w), d.eps).unwrap();
+        }
+        let y = y.transpose(&[0, 2, 1, 3]).unwrap();
+        let (base, freqs) = match d.rope_freqs {
+            Some(f) => (None, Some(f)),
+            None => (Some(d.rope_base), None),
+        };
+        rope(
+            &y,
+            HD,
+            d.rope_traditional,
+            base,
+            d.rope_scale,
+            RopeOffset::Fixed(offset),
+            freqs,
+        )
+        .unwrap()
+    };
+    let n = rms_norm(x, Some(d.input_norm), d.eps).unwrap();
+    let q = heads(lin(0, &n), HEADS, d.qk_norm.map(|p| p.0));
+    let k = heads(lin(1, &n), KV, d.qk_norm.map(|p| p.1));
+    let v = lin(2, &n)
+        .reshape(&[1, 1, KV, HD])
+        .unwrap()
+        .transpose(&[0, 2, 1, 3])
+        .unwrap();
+    let cap = keys.dim(2);
+    let keys = keys
+        .slice_update(
+            &k,
+            &[0, 0, offset, 0],
+            &[1, KV, offset + 1, HD],
+            &[1, 1, 1, 1],
+        )
+        .unwrap();
+    let values = values
+        .slice_update(
+            &v,
+            &[0, 0, offset, 0],
+            &[1, KV, offset + 1, HD],
+            &[1, 1, 1, 1],
+        )
+        .unwrap();
+    let (ks, vs) = (
+        keys.slice_axis(2, 0, offset + 1).unwrap(),
+        values.slice_axis(2, 0, offset + 1).unwrap(),
+    );
+    let o = scaled_dot_product_attention(&q, &ks, &vs, d.attn_scale, AttentionMask::None).unwrap();
+    let o = o
+        .transpose(&[0, 2, 1, 3])
+        .unwrap()
+        .reshape(&[1, 1, -1])
+        .unwrap();
+    let h = x.add(lin(3, &o)).unwrap();
+    let n = rms_norm(&h, Some(d.post_norm), d.eps).unwrap();
+    let act = lin(4, &n).silu().unwrap().multiply(lin(5, &n)).unwrap();
+    let y = h.add(lin(6, &act)).unwrap();
+    assert_eq!(keys.dim(2), cap);
+    (y, keys, values)
+}
+
+/// `decode_layer` for one sequence.
+fn decode_one(
+    x: &Array,
+    keys: &Array,
+    values: &Array,
+    offset: i32,
+    copy_cache: bool,
+    d: &mlx::quantization::DecodeLayer<'_>,
+) -> mlx::Result<(Array, Array, Array)> {
+    let row = mlx::quantization::DecodeRow {
+        keys,
+        values,
+        offset,
+        copy_cache,
+    };
+    let (y, mut c) = mlx::quantization::decode_layer(x, &[row], d)?;
+    let (k, v) = c.remove(0);
+    Ok((y, k, v))
+}
+
+#[test]
+fn decode_layer_equals_the_blocks_ops() {
+    use mlx::quantization::decode_layer_calls;
+    let (cap, offset) = (32, 9);
+    for (bits, traditional, bias, qk, freqs) in [
+        (4, false, false, false, false),
+        (8, true, true, false, false),
+        (4, false, true, true, true),
+    ] {
+        let b = block(bits);
+        let d = layer(&b, traditional, bias, qk, freqs);
+        let x = normal(&[1, 1, DIM], 7);
+        // Positions before `offset` hold earlier keys and values; the rest garbage.
+        let keys = normal(&[1, KV, cap, HD], 8);
+        let values = normal(&[1, KV, cap, HD], 9);
+        mlx::eval([&x, &keys, &values]).unwrap();
+        let (ry, rk, rv) = reference(&x, &keys, &values, offset, &d);
+        let what =
+            format!("bits {bits} traditional {traditional} bias {bias} qk {qk} freqs {freqs}");
+
+        // copy_cache: the inputs stay as they were.
+        let before = decode_layer_calls();
+        let keys_before = vals(&keys);
+        let (y, k, v) = decode_one(&x, &keys, &values, offset, true, &d).unwrap();
+        assert_matches(&y, &ry, &what);
+        assert_matches(&k, &rk, &what);
+        assert_matches(&v, &rv, &what);
+        assert_eq!(
+            vals(&keys),
+            keys_before,
+            "{what}: copy_cache wrote its input"
+        );
+        assert!(
+            decode_layer_calls() > before,
+            "{what}: the fused node did not run"
+        );
+
+        // In place: the returned cache is the input buffer, written.
+        let (y, k, _) = decode_one(&x, &keys, &values, offset, false, &d).unwrap();
+        assert_matches(&y, &ry, &what);
+        assert_matches(&k, &rk, &what);
+        assert_matches(&keys, &rk, &what);
+    }
+}
+
+#[test]
+fn decode_layer_rows_each_compute_what_they_compute_alone() {
+    use mlx::quantization::{DecodeRow, decode_layer};
+    let b = block(4);
+    let d = layer(&b, false, true, true, false);
+    let x = normal(&[3, 1, DIM], 11);
+    let caps_offsets = [(16, 0), (32, 20), (48, 47)];
+    let caches: Vec<(Array, Array)> = caps_offsets
+        .iter()
+        .enumerate()
+        .map(|(i, &(cap, _))| {
+            let k = normal(&[1, KV, cap, HD], 30 + i as u64);
+            let v = normal(&[1, KV, cap, HD], 40 + i as u64);
+            mlx::eval([&k, &v]).unwrap();
+            (k, v)
+        })
+        .collect();
+    let rows: Vec<DecodeRow<'_>> = caches
+        .iter()
+        .zip(caps_offsets)
+        .map(|((keys, values), (_, offset))| DecodeRow {
+            keys,
+            values,
+            offset,
+            copy_cache: true,
+        })
+        .collect();
+    let (y, written) = decode_layer(&x, &rows, &d).unwrap();
+    assert_eq!(written.len(), 3);
+    for (i, ((keys, values), (_, offset))) in caches.iter().zip(caps_offsets).enumerate() {
+        let xi = x.slice_axis(0, i as i32, i as i32 + 1).unwrap();
+        let (ry, rk, rv) = reference(&xi, keys, values, offset, &d);
+        let what = format!("row {i}");
+        assert_matches(
+            &y.slice_axis(0, i as i32, i as i32 + 1).unwrap(),
+            &ry,
+            &what,
+        );
+        assert_matches(&written[i].0, &rk, &what);
+        assert_matches(&written[i].1, &rv, &what);
+    }
+}
+
+#[test]
+fn decode_layer_rejects_bad_inputs() {
+    let decode_layer = decode_one;
+    let b = block(4);
+    let d = layer(&b, false, false, false, false);
+    let x = normal(&[1, 1, DIM], 7);
+    let cache = mlx::zeros(&[1, KV, 16, HD], Dtype::Float32).unwrap();
+    let bad_cache = mlx::zeros(&[1, KV + 1, 16, HD], Dtype::Float32).unwrap();
+    let half_cache = mlx::zeros(&[1, KV, 16, HD], Dtype::Float16).unwrap();
+    let short_x = normal(&[1, 1, DIM - 1], 7);
+    let mut wrong = layer(&b, false, false, false, false);
+    wrong.linears.swap(1, 4);
+    type Outcome = mlx::Result<(Array, Array, Array)>;
+    let cases: Vec<(&str, Outcome)> = vec![
+        (
+            "no rows",
+            mlx::quantization::decode_layer(&x, &[], &d).map(|(y, _)| (y.clone(), y.clone(), y)),
+        ),
+        (
+            "offset past the cache",
+            decode_layer(&x, &cache, &cache, 16, false, &d),
+        ),
+        (
+            "negative offset",
+            decode_layer(&x, &cache, &cache, -1, false, &d),
+        ),
+        (
+            "kv heads",
+            decode_layer(&x, &bad_cache, &bad_cache, 0, false, &d),
+        ),
+        (
+            "cache dtype",
+            decode_layer(&x, &half_cache, &half_cache, 0, false, &d),
+        ),
+        (
+            "x size",
+            decode_layer(&short_x, &cache, &cache, 0, false, &d),
+        ),
+        (
+            "weight shapes",
+            decode_layer(&x, &cache, &cache, 0, false, &wrong),
+        ),
+    ];
+    for (what, r) in cases {
+        let e = r.err().unwrap_or_else(|| panic!("{what}: accepted"));
+        assert!(e.to_string().contains("decode_layer"), "{what}: {e}");
+    }
+    // And a good call still works after the errors.
+    let (y, _, _) = decode_layer(&x, &cache, &cache, 0, true, &d).unwrap();
+    assert_eq!(y.shape(), vec![1, 1, DIM]);
+    y.eval().unwrap();
+}

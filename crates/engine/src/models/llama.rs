@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use mlx::fast::{AttentionMask, RopeOffset};
+use mlx::quantization::{DecodeLayer, DecodeLinear, DecodeRow};
 
 use crate::config::{ModelConfig, QuantizationConfig};
 use crate::models::{KvCache, LanguageModel};
@@ -341,6 +342,66 @@ impl Block {
         )?;
         let r = self.mlp.forward(&n, ad)?;
         Ok(h.add(&r)?)
+    }
+
+    /// This block as one fused decode node ([`mlx::quantization::decode_layer`]): `None`
+    /// unless all seven projections are affine 4/8-bit and the norms, biases and RoPE
+    /// frequencies float32 (then the block's math is float32, as the kernel's is).
+    fn decode_layer(&self, c: &ModelConfig) -> Option<DecodeLayer<'_>> {
+        let a = &self.self_attn;
+        fn f32(x: &Array) -> bool {
+            x.dtype() == mlx::Dtype::Float32
+        }
+        fn lin(l: &Linear) -> Option<DecodeLinear<'_>> {
+            match l {
+                Linear::Quantized { q, bias }
+                    if matches!(q.spec.bits, 4 | 8) && bias.as_ref().is_none_or(f32) =>
+                {
+                    Some(DecodeLinear {
+                        q,
+                        bias: bias.as_ref(),
+                    })
+                }
+                _ => None,
+            }
+        }
+        let norms_f32 = [&self.input_layernorm, &self.post_attention_layernorm]
+            .into_iter()
+            .chain(a.q_norm.as_ref())
+            .chain(a.k_norm.as_ref())
+            .all(|n| f32(&n.weight));
+        if !norms_f32 || a.rope.freqs.as_ref().is_some_and(|f| !f32(f)) {
+            return None;
+        }
+        let qk_norm = match (&a.q_norm, &a.k_norm) {
+            (Some(q), Some(k)) => Some((&q.weight, &k.weight)),
+            (None, None) => None,
+            _ => return None,
+        };
+        Some(DecodeLayer {
+            n_heads: a.n_heads,
+            n_kv_heads: a.n_kv_heads,
+            head_dim: c.head_dim as i32,
+            eps: self.input_layernorm.eps,
+            attn_scale: a.scale,
+            rope_dims: a.rope.dims,
+            rope_traditional: a.rope.traditional,
+            rope_base: a.rope.base.unwrap_or(0.0),
+            rope_scale: a.rope.scale,
+            rope_freqs: a.rope.freqs.as_ref(),
+            input_norm: &self.input_layernorm.weight,
+            post_norm: &self.post_attention_layernorm.weight,
+            qk_norm,
+            linears: [
+                lin(&a.q_proj)?,
+                lin(&a.k_proj)?,
+                lin(&a.v_proj)?,
+                lin(&a.o_proj)?,
+                lin(&self.mlp.gate_proj)?,
+                lin(&self.mlp.up_proj)?,
+                lin(&self.mlp.down_proj)?,
+            ],
+        })
     }
 
     fn linears(&self) -> [(&'static str, &Linear); 7] {
@@ -728,6 +789,68 @@ impl Llama {
     }
 }
 
+static FUSED_DECODE: std::sync::LazyLock<std::sync::atomic::AtomicBool> =
+    std::sync::LazyLock::new(|| {
+        let on = std::env::var("MLX_HUB_FUSED_DECODE").map_or(true, |v| v != "0");
+        std::sync::atomic::AtomicBool::new(on)
+    });
+
+/// Turns the fused decode step (see [`Llama`]'s `forward`) on or off process-wide; the
+/// default is on unless `MLX_HUB_FUSED_DECODE=0`. Both compute the same tokens.
+pub fn set_fused_decode(on: bool) {
+    FUSED_DECODE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn fused_decode_enabled() -> bool {
+    FUSED_DECODE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Llama {
+    /// Every block as a fused decode node, when a one-token step can run that way: no
+    /// adapters, MLX's CPU device with our kernels, quantized blocks (see
+    /// [`Block::decode_layer`]) and float32 (or empty) caches. Decode is then one MLX
+    /// node per block instead of ~35, which is most of the time of a small model.
+    fn fused_decode_layers<'c>(
+        &self,
+        mut cache: impl Iterator<Item = &'c KvCache>,
+    ) -> Option<Vec<DecodeLayer<'_>>> {
+        if self.adapters.is_some()
+            || !fused_decode_enabled()
+            || !mlx::quantization::decode_layer_available()
+            || cache.any(|c| c.dtype().is_some_and(|d| d != mlx::Dtype::Float32))
+        {
+            return None;
+        }
+        self.layers
+            .iter()
+            .map(|b| b.decode_layer(&self.config))
+            .collect()
+    }
+}
+
+/// One fused decode node (see [`mlx::quantization::decode_layer`]) for the rows of `h`
+/// `[B, 1, D]`, row `i` appending to `caches[i]`.
+fn fused_step(h: &Array, caches: &mut [&mut KvCache], layer: &DecodeLayer<'_>) -> Result<Array> {
+    let reserved = caches
+        .iter_mut()
+        .map(|c| c.reserve_one(layer.n_kv_heads, layer.head_dim))
+        .collect::<Result<Vec<_>>>()?;
+    let rows: Vec<DecodeRow<'_>> = reserved
+        .iter()
+        .map(|(keys, values, offset, shared)| DecodeRow {
+            keys,
+            values,
+            offset: *offset,
+            copy_cache: *shared,
+        })
+        .collect();
+    let (y, written) = mlx::quantization::decode_layer(h, &rows, layer)?;
+    for (c, (k, v)) in caches.iter_mut().zip(written) {
+        c.commit_one(k, v);
+    }
+    Ok(y)
+}
+
 impl LanguageModel for Llama {
     fn forward(&self, tokens: &Array, cache: &mut [KvCache]) -> Result<Array> {
         if tokens.ndim() != 2 {
@@ -750,8 +873,17 @@ impl LanguageModel for Llama {
             AttentionMask::None
         };
         let ad = self.inference_adapt();
-        for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
-            h = layer.forward(&h, mask, Some(c), &ad)?;
+        let fused = (tokens.shape() == [1, 1])
+            .then(|| self.fused_decode_layers(cache.iter()))
+            .flatten();
+        if let Some(fused) = fused {
+            for (layer, c) in fused.iter().zip(cache.iter_mut()) {
+                h = fused_step(&h, &mut [c], layer)?;
+            }
+        } else {
+            for (layer, c) in self.layers.iter().zip(cache.iter_mut()) {
+                h = layer.forward(&h, mask, Some(c), &ad)?;
+            }
         }
         let h = self.norm.forward_adapted(&h, "model.norm", &ad)?;
         match &self.lm_head {
@@ -778,10 +910,14 @@ impl LanguageModel for Llama {
         }
         let ad = self.inference_adapt();
         let mut h = self.embed_tokens.forward(tokens)?;
+        let fused = self.fused_decode_layers(caches.iter().flat_map(|c| c.iter()));
         for (li, layer) in self.layers.iter().enumerate() {
             let mut layer_caches: Vec<&mut KvCache> =
                 caches.iter_mut().map(|c| &mut c[li]).collect();
-            h = layer.forward_rows(&h, &mut layer_caches, &ad)?;
+            h = match &fused {
+                Some(f) => fused_step(&h, &mut layer_caches, &f[li])?,
+                None => layer.forward_rows(&h, &mut layer_caches, &ad)?,
+            };
         }
         let h = self.norm.forward_adapted(&h, "model.norm", &ad)?;
         match &self.lm_head {

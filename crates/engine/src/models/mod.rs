@@ -10,7 +10,7 @@ use std::path::Path;
 use mlx::Array;
 
 pub use cache::KvCache;
-pub use llama::Llama;
+pub use llama::{Llama, set_fused_decode};
 /// The dtype of [`LanguageModel::densify`].
 pub use mlx::Dtype;
 
