@@ -57,23 +57,55 @@ pub fn python_mlx_lm() -> bool {
     ok
 }
 
-/// mlx-lm's greedy tokens for the chat prompt on `dir`.
+/// mlx-lm's greedy tokens for the chat prompt on `dir`. A reference run
+/// that hangs (MLX's Python process was once seen stuck in a futex under
+/// heavy load) is killed after 180 s and tried once more.
 pub fn mlx_lm_reference(dir: &Path) -> Value {
     let script = workspace_root().join("scripts/parity/mlx_lm_generate_ref.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(dir)
-        .args(["--prompt", PROMPT, "--chat", "--ignore-eos", "--max-tokens"])
-        .arg(MAX_TOKENS.to_string())
-        .output()
-        .expect("run mlx_lm_generate_ref.py");
-    assert!(
-        out.status.success(),
-        "mlx-lm failed on {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON from mlx_lm_generate_ref.py")
+    for attempt in 1..=2 {
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(dir)
+            .args(["--prompt", PROMPT, "--chat", "--ignore-eos", "--max-tokens"])
+            .arg(MAX_TOKENS.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mlx_lm_generate_ref.py");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+        while child
+            .try_wait()
+            .expect("wait for mlx_lm_generate_ref.py")
+            .is_none()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if child
+            .try_wait()
+            .expect("wait for mlx_lm_generate_ref.py")
+            .is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "mlx_lm_generate_ref.py on {} hung (attempt {attempt})",
+                dir.display()
+            );
+            continue;
+        }
+        let out = child
+            .wait_with_output()
+            .expect("mlx_lm_generate_ref.py output");
+        assert!(
+            out.status.success(),
+            "mlx-lm failed on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return serde_json::from_slice(&out.stdout).expect("JSON from mlx_lm_generate_ref.py");
+    }
+    panic!("mlx_lm_generate_ref.py hung twice on {}", dir.display());
 }
 
 pub fn ids(v: &Value) -> Vec<u32> {
