@@ -32,6 +32,13 @@ pub mod training;
 pub mod ui;
 pub mod worker;
 
+/// Makes ring the process's default rustls provider (idempotent). reqwest 0.13
+/// (object_store's and the OTLP exporter's HTTP client) is built without a
+/// provider of its own and panics without one; ring, like the rest of the hub.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub use artifacts::{ArtifactStore, Artifacts, LocalArtifactStore, LocalBlob, PutOutcome, Tier};
 pub use config::{ConfigOverrides, HubConfig};
 pub use error::{HubError, HubResult};

@@ -46,8 +46,20 @@ async fn owner_recovery(db: TestDb) {
         OwnerState::Dead,
         "no lock file"
     );
-    let remote = "another-host/42-0123456789abcdef";
+    let remote = "another-host/0123456789abcdef/42-0123456789abcdef";
     assert_eq!(owner_state(data, remote), OwnerState::Unknown);
+    // a dead process of this host with its own data directory (a worker in
+    // another network namespace, say): its lock files aren't ours to judge
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = ProcessOwner::acquire(elsewhere.path()).unwrap();
+    let other_id = other.id().to_string();
+    drop(other);
+    assert_eq!(owner_state(data, &other_id), OwnerState::Unknown);
+    assert_eq!(owner_state(elsewhere.path(), &other_id), OwnerState::Dead);
+    // the directory id survives the clean-up of dead lock files
+    let again = ProcessOwner::acquire(data).unwrap();
+    assert_eq!(owner_state(data, live.id()), OwnerState::Alive);
+    drop(again);
 
     let by_dead = s
         .create_version_owned(m.id, &new(), Some(&dead_id))

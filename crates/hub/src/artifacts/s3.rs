@@ -197,9 +197,7 @@ impl S3ArtifactStore {
         data_dir: &Path,
         cache_max_bytes: u64,
     ) -> StoreResult<S3ArtifactStore> {
-        // reqwest 0.13 (object_store's client) takes TLS from the process's
-        // default rustls provider: ring, like the rest of the hub
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::install_tls_provider();
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&settings.bucket)
             .with_region(&settings.region)

@@ -129,6 +129,7 @@ pub fn init_with_writer(
 fn otlp_provider() -> Result<SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::{Protocol, WithExportConfig};
     // endpoint, headers and timeout come from the OTEL_EXPORTER_OTLP_* variables
+    crate::install_tls_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
