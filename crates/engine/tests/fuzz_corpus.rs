@@ -2,29 +2,14 @@
 //! committed seed corpora: every seed ends in a value or a clean error, never
 //! a panic.
 
-use std::path::{Path, PathBuf};
-
 use engine::config::ModelConfig;
 use engine::gguf_meta::{self, GgufConfigOptions};
 use engine::tokenizer::ChatTemplate;
 use serde_json::{Value, json};
 
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| {
-            let p = e.unwrap().path();
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    out.sort();
-    assert!(!out.is_empty(), "no seeds in {}", dir.display());
-    out
-}
+#[path = "../../../fuzz/seeds.rs"]
+mod seeds;
+use seeds::corpus;
 
 #[test]
 fn gguf_seeds() {

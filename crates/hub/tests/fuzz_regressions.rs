@@ -2,27 +2,12 @@
 //! committed seed corpora and on the inputs that once broke them: each ends
 //! in a value or a clean error, never a panic.
 
-use std::path::{Path, PathBuf};
-
 use hub::HubError;
 use hub::http::{OpenAiEndpoint, decode_openai_request};
 
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| {
-            let p = e.unwrap().path();
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
-    out.sort();
-    assert!(!out.is_empty(), "no seeds in {}", dir.display());
-    out
-}
+#[path = "../../../fuzz/seeds.rs"]
+mod seeds;
+use seeds::corpus;
 
 fn openai(body: &[u8]) -> Result<(), HubError> {
     let (&which, body) = body.split_first().unwrap();
@@ -42,11 +27,7 @@ fn seed_corpora_run_clean() {
     }
     assert_eq!(
         hub::registry::check_safetensors_bytes(
-            &std::fs::read(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../fuzz/corpus/safetensors_header/valid")
-            )
-            .unwrap()
+            &std::fs::read(seeds::corpus_dir().join("safetensors_header/valid")).unwrap()
         ),
         Ok(())
     );

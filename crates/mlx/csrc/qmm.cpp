@@ -183,14 +183,19 @@ class Pool {
       return;
     }
     std::lock_guard<std::mutex> serial(run_mu_);  // one job at a time (several streams)
-    job_ = &fn;
-    chunks_ = chunks;
-    park_ = park;
-    done_.store(0, std::memory_order_relaxed);
     uint64_t gen;
     {
       std::lock_guard<std::mutex> lk(mu_);
+      // First close the previous generation: a late worker still holding its state must
+      // not claim a chunk against the new chunk count (it would run a stale job and
+      // count a chunk twice, and the caller would then wait forever).
       gen = (state_.load(std::memory_order_relaxed) >> 32) + 1;
+      state_.store((gen << 32) | kClosed, std::memory_order_release);
+      job_ = &fn;
+      chunks_ = chunks;
+      park_ = park;
+      done_.store(0, std::memory_order_relaxed);
+      gen += 1;
       state_.store(gen << 32, std::memory_order_release);
     }
     cv_.notify_all();
@@ -211,7 +216,7 @@ class Pool {
     for (;;) {
       if ((st >> 32) != gen) return;
       uint32_t c = static_cast<uint32_t>(st);
-      if (static_cast<int>(c) >= chunks_) return;
+      if (c >= static_cast<uint32_t>(chunks_.load(std::memory_order_acquire))) return;
       if (state_.compare_exchange_weak(st, st + 1, std::memory_order_acq_rel)) {
         (*job_.load(std::memory_order_relaxed))(static_cast<int>(c));
         done_.fetch_add(1, std::memory_order_acq_rel);
@@ -246,7 +251,9 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex mu_, run_mu_;
   std::condition_variable cv_;
-  // High 32 bits: the job's generation; low 32 bits: its next unclaimed chunk.
+  // High 32 bits: the job's generation; low 32 bits: its next unclaimed chunk, or
+  // kClosed while the next job is being posted.
+  static constexpr uint64_t kClosed = 0xffffffffu;
   std::atomic<uint64_t> state_{0};
   std::atomic<int> done_{0};
   // Atomics: a late worker of an earlier job may read them while the next is posted
@@ -1237,6 +1244,24 @@ const char* kernel_name() {
 
 int threads() {
   return pool().threads();
+}
+
+int64_t pool_self_check(int rounds) {
+  // Back-to-back jobs of changing sizes (as decode issues them): each chunk of each job
+  // must run exactly once, and run() must return.
+  Pool& tp = pool();
+  std::vector<std::atomic<int>> hits(64);
+  int64_t bad = 0;
+  for (int r = 0; r < rounds; r++) {
+    int chunks = 2 + (r * 7919) % 63;
+    for (auto& h : hits) h.store(0, std::memory_order_relaxed);
+    tp.run(chunks, [&](int c) { hits[c].fetch_add(1, std::memory_order_relaxed); }, r % 5 == 0);
+    for (int c = 0; c < 64; c++) {
+      int want = c < chunks ? 1 : 0;
+      if (hits[c].load(std::memory_order_relaxed) != want) bad++;
+    }
+  }
+  return bad;
 }
 
 uint64_t calls() {

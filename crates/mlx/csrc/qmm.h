@@ -46,6 +46,8 @@ uint64_t decode_layer_calls();
 const char* kernel_name();
 // Threads of the kernels' pool (MLX_HUB_CPU_THREADS, else the CPUs this process may use).
 int threads();
+// Runs `rounds` pool jobs of varying sizes; returns how many chunk counts were wrong.
+int64_t pool_self_check(int rounds);
 bool fast_path_disabled();
 // How many products our kernels have computed in this process.
 uint64_t calls();

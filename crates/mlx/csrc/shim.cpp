@@ -820,6 +820,9 @@ const char* mlxs_qmm_kernel(void) {
 int mlxs_qmm_threads(void) {
   return mlxs_qmm::threads();
 }
+int64_t mlxs_qmm_pool_self_check(int rounds) {
+  return mlxs_qmm::pool_self_check(rounds);
+}
 uint64_t mlxs_qmm_calls(void) {
   return mlxs_qmm::calls();
 }

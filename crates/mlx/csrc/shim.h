@@ -139,6 +139,7 @@ mlxs_array* mlxs_quantized_matmul_mlx(const mlxs_array* x, const mlxs_array* w, 
 // The CPU quantized-matmul kernel in use ("avx2-fma", "neon", "scalar", "mlx") and its threads.
 const char* mlxs_qmm_kernel(void);
 int mlxs_qmm_threads(void);
+int64_t mlxs_qmm_pool_self_check(int rounds);
 void mlxs_qmm_force_portable(int on);
 uint64_t mlxs_qmm_calls(void);
 

@@ -249,6 +249,7 @@ unsafe extern "C" {
     ) -> A;
     pub fn mlxs_qmm_kernel() -> *const c_char;
     pub fn mlxs_qmm_threads() -> c_int;
+    pub fn mlxs_qmm_pool_self_check(rounds: c_int) -> i64;
     pub fn mlxs_qmm_force_portable(on: c_int);
     pub fn mlxs_qmm_calls() -> u64;
     pub fn mlxs_decode_layer(

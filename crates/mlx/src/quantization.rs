@@ -166,6 +166,12 @@ pub fn cpu_kernel_calls() -> u64 {
     unsafe { ffi::mlxs_qmm_calls() }
 }
 
+/// Runs `rounds` back-to-back jobs of changing sizes on the CPU kernels' thread pool and
+/// returns how many chunks did not run exactly once (0 when the pool is sound).
+pub fn cpu_pool_self_check(rounds: i32) -> i64 {
+    unsafe { ffi::mlxs_qmm_pool_self_check(rounds) }
+}
+
 /// One quantized projection of a [`DecodeLayer`]: the matrix and an optional float32 bias.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLinear<'a> {

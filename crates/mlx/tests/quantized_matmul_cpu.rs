@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use mlx::quantization::{
-    QuantSpec, Quantized, cpu_kernel, cpu_kernel_calls, force_portable_kernel, quantize,
-    quantized_matmul, quantized_matmul_reference,
+    QuantSpec, Quantized, cpu_kernel, cpu_kernel_calls, cpu_pool_self_check, force_portable_kernel,
+    quantize, quantized_matmul, quantized_matmul_reference,
 };
 use mlx::{Array, Dtype, compile, random, value_and_grad_vec};
 
@@ -551,4 +551,17 @@ fn decode_layer_rejects_bad_inputs() {
     let (y, _, _) = decode_layer(&x, &cache, &cache, 0, true, &d).unwrap();
     assert_eq!(y.shape(), vec![1, 1, DIM]);
     y.eval().unwrap();
+}
+
+#[test]
+fn thread_pool_runs_every_chunk_once_across_back_to_back_jobs() {
+    // Jobs of changing sizes back to back, from two callers at once (two streams): a
+    // late worker of one job once claimed a chunk of the next against the new chunk
+    // count, ran it twice and the caller then waited forever (the decode test hung).
+    let callers: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(|| cpu_pool_self_check(200_000)))
+        .collect();
+    for c in callers {
+        assert_eq!(c.join().unwrap(), 0, "chunks that did not run exactly once");
+    }
 }

@@ -47,15 +47,30 @@ fn measure(args: &Args) -> anyhow::Result<Vec<f64>> {
 }
 
 fn stock_run(args: &Args) -> anyhow::Result<Option<(String, Vec<f64>)>> {
+    let sizes: Vec<String> = args.sizes.iter().map(|n| n.to_string()).collect();
+    let repeats = args.repeats.to_string();
+    let figures = run_with_stock_blas(&[
+        "bench",
+        "--blas",
+        "--measure-only",
+        "--repeats",
+        &repeats,
+        "--sizes",
+        &sizes.join(","),
+    ])?;
+    Ok(figures)
+}
+
+/// Re-runs this binary with `args` and the MLX wheel's reference BLAS preloaded (the
+/// dynamic loader then binds libmlx's `cblas_*` calls to it) and reads what it prints:
+/// the BLAS kind, then the figures. `None` when the wheel ships no reference BLAS
+/// (macOS, or a libmlx not from a wheel).
+pub(super) fn run_with_stock_blas(args: &[&str]) -> anyhow::Result<Option<(String, Vec<f64>)>> {
     let Some(lib) = mlx::system::reference_blas_library() else {
         return Ok(None);
     };
-    let sizes: Vec<String> = args.sizes.iter().map(|n| n.to_string()).collect();
     let out = Command::new(std::env::current_exe()?)
-        .args(["bench", "--blas", "--measure-only", "--repeats"])
-        .arg(args.repeats.to_string())
-        .arg("--sizes")
-        .arg(sizes.join(","))
+        .args(args)
         .env("LD_PRELOAD", &lib)
         .output()
         .context("running the stock-BLAS measurement")?;

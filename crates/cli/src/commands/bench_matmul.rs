@@ -9,7 +9,6 @@
 //! Each figure is the best of `--repeats` timed batches; a batch runs the product
 //! until `--min-ms` have passed, so small shapes are timed over many calls.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -134,33 +133,27 @@ fn quantized_gflops(s: Shape, spec: QuantSpec, args: &Args) -> mlx::Result<(f64,
 /// The float32 figures with the wheel's reference BLAS preloaded; `None` when the
 /// wheel ships none (macOS, or a libmlx not from a wheel).
 fn stock_f32(args: &Args) -> anyhow::Result<Option<(String, Vec<f64>)>> {
-    let Some(lib) = mlx::system::reference_blas_library() else {
-        return Ok(None);
-    };
-    let out = Command::new(std::env::current_exe()?)
-        .args(["bench-matmul", "--f32-only", "--shapes"])
-        .arg(args.shapes.join(","))
-        .arg("--repeats")
-        .arg(args.repeats.to_string())
-        .arg("--min-ms")
-        .arg(args.min_ms.to_string())
-        .env("LD_PRELOAD", &lib)
-        .output()
-        .context("running the stock-BLAS measurement")?;
-    if !out.status.success() {
-        bail!(
-            "stock-BLAS run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let (shapes, repeats, min_ms) = (
+        args.shapes.join(","),
+        args.repeats.to_string(),
+        args.min_ms.to_string(),
+    );
+    let figures = super::bench::run_with_stock_blas(&[
+        "bench-matmul",
+        "--f32-only",
+        "--shapes",
+        &shapes,
+        "--repeats",
+        &repeats,
+        "--min-ms",
+        &min_ms,
+    ])?;
+    if let Some((_, values)) = &figures
+        && values.len() != args.shapes.len()
+    {
+        bail!("stock-BLAS run printed {} figures", values.len());
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let kind = parts.next().unwrap_or("unknown").to_string();
-    let values = parts.map(str::parse).collect::<Result<Vec<f64>, _>>()?;
-    if values.len() != args.shapes.len() {
-        bail!("stock-BLAS run printed {} figures: {text}", values.len());
-    }
-    Ok(Some((kind, values)))
+    Ok(figures)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
