@@ -92,13 +92,14 @@ bool has_f16c() {
   }();
   return yes;
 }
-// Converts the first multiple of 8 of count halfs; returns how many.
+// Converts count halfs (8 at a time, the rest one by one, all with F16C); returns count.
 __attribute__((target("avx,f16c"))) int f16_to_f32_f16c(const uint16_t* p, int count, float* out) {
   int i = 0;
   for (; i + 8 <= count; i += 8) {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
     _mm256_storeu_ps(out + i, _mm256_cvtph_ps(h));
   }
+  for (; i < count; i++) out[i] = _cvtsh_ss(p[i]);
   return i;
 }
 #endif
@@ -277,7 +278,10 @@ enum class Kernel { Scalar = 0, Avx2 = 1, Neon = 2 };
 Kernel detect_kernel() {
 #ifdef QMM_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Kernel::Avx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c")) {
+    return Kernel::Avx2;
+  }
 #endif
 #if defined(__ARM_NEON) && defined(__aarch64__)
   return Kernel::Neon;
@@ -341,11 +345,11 @@ void prepare(const Args& a, Kernel kern, Prepared& p) {
     float* out = p.xp.data() + static_cast<size_t>(m) * a.K;
     for (int c = 0; c < a.K; c += 32) {
       if (kern == Kernel::Avx2) {
-        // low nibbles of bytes 0..7 | 8..15, then high nibbles of bytes 0..7 | 8..15
+        // low then high nibbles of bytes 0..7, low then high nibbles of bytes 8..15
         for (int i = 0; i < 8; i++) {
           out[c + i] = xr[c + 2 * i];
-          out[c + 8 + i] = xr[c + 16 + 2 * i];
-          out[c + 16 + i] = xr[c + 2 * i + 1];
+          out[c + 8 + i] = xr[c + 2 * i + 1];
+          out[c + 16 + i] = xr[c + 16 + 2 * i];
           out[c + 24 + i] = xr[c + 17 + 2 * i];
         }
       } else {
@@ -389,51 +393,97 @@ void rows_scalar(const Args& a, const Prepared& p, int n0, int n1) {
 }
 
 #ifdef QMM_X86
-__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+__attribute__((target("avx2,fma,f16c"))) inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
 
-__attribute__((target("avx2,fma"))) inline __m256 u8x8_to_ps(__m128i v) {
+__attribute__((target("avx2,fma,f16c"))) inline __m256 u8x8_to_ps(__m128i v) {
   return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
 }
 
 // Decodes 32 weights at wr (4 or 8 bits) into 4 vectors of floats. For 4 bits the lanes
-// are in nibble order (see prepare), for 8 bits in natural order.
+// are in nibble order (see prepare), for 8 bits in natural order. Each 8 bytes are
+// widened to 32-bit lanes straight from memory (one shuffle per 8 bytes); a 4-bit lane
+// then holds two weights, taken apart with an and and a shift.
+__attribute__((target("avx2,fma,f16c"))) inline __m256i widen(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
 template <int BITS>
-__attribute__((target("avx2,fma"))) inline void decode32(
+__attribute__((target("avx2,fma,f16c"))) inline void decode32(
     const uint8_t* wr, __m256& w0, __m256& w1, __m256& w2, __m256& w3) {
   if constexpr (BITS == 4) {
-    const __m128i low4 = _mm_set1_epi8(0x0f);
-    __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr));
-    __m128i lo = _mm_and_si128(v, low4);
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), low4);
-    w0 = u8x8_to_ps(lo);
-    w1 = u8x8_to_ps(_mm_srli_si128(lo, 8));
-    w2 = u8x8_to_ps(hi);
-    w3 = u8x8_to_ps(_mm_srli_si128(hi, 8));
+    const __m256i low4 = _mm256_set1_epi32(0x0f);
+    __m256i a = widen(wr), b = widen(wr + 8);
+    w0 = _mm256_cvtepi32_ps(_mm256_and_si256(a, low4));
+    w1 = _mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4));
+    w2 = _mm256_cvtepi32_ps(_mm256_and_si256(b, low4));
+    w3 = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
   } else {
-    __m128i v0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr));
-    __m128i v1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + 16));
-    w0 = u8x8_to_ps(v0);
-    w1 = u8x8_to_ps(_mm_srli_si128(v0, 8));
-    w2 = u8x8_to_ps(v1);
-    w3 = u8x8_to_ps(_mm_srli_si128(v1, 8));
+    w0 = _mm256_cvtepi32_ps(widen(wr));
+    w1 = _mm256_cvtepi32_ps(widen(wr + 8));
+    w2 = _mm256_cvtepi32_ps(widen(wr + 16));
+    w3 = _mm256_cvtepi32_ps(widen(wr + 24));
   }
+}
+
+// One row of scales or biases as float32, inlined into the kernels (a call per row
+// to the generic loader was a few percent of decode).
+__attribute__((target("avx2,fma,f16c"))) inline void row_f32(const void* base, SDtype dt,
+                                                             size_t offset, int count,
+                                                             float* out) {
+  if (dt == SDtype::F16) {
+    auto p = static_cast<const uint16_t*>(base) + offset;
+    int i = 0;
+    for (; i + 8 <= count; i += 8) {
+      _mm256_storeu_ps(out + i,
+                       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i))));
+    }
+    for (; i < count; i++) out[i] = _cvtsh_ss(p[i]);
+  } else if (dt == SDtype::F32) {
+    std::memcpy(out, static_cast<const float*>(base) + offset, count * sizeof(float));
+  } else {
+    load_row(base, dt, offset, count, out);
+  }
+}
+
+// The 32-wide partial dot product of decoded weights with x[k..k+32), as a tree.
+__attribute__((target("avx2,fma,f16c"))) inline __m256 dot32(__m256 w0, __m256 w1, __m256 w2,
+                                                        __m256 w3, const float* xr) {
+  __m256 p0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + 8), _mm256_mul_ps(w0, _mm256_loadu_ps(xr)));
+  __m256 p1 =
+      _mm256_fmadd_ps(w3, _mm256_loadu_ps(xr + 24), _mm256_mul_ps(w2, _mm256_loadu_ps(xr + 16)));
+  return _mm256_add_ps(p0, p1);
+}
+
+// sum_g b[g] * xs[g], 8 at a time.
+__attribute__((target("avx2,fma,f16c"))) inline float dot_groups(const float* b, const float* xs,
+                                                            int G) {
+  __m256 acc = _mm256_setzero_ps();
+  int g = 0;
+  for (; g + 8 <= G; g += 8) {
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(b + g), _mm256_loadu_ps(xs + g), acc);
+  }
+  float r = hsum256(acc);
+  for (; g < G; g++) r += b[g] * xs[g];
+  return r;
 }
 
 // Up to 4 rows of x (MB) against output rows [n0, n1); each 32 weights decoded once.
 // Each 32-wide partial dot product is reduced as a tree and folded in with its group's
-// scale; with one or two rows, two accumulators per row alternate so the FMA latency
-// chain does not bound the loop.
+// scale. The loop takes two chunks of 32 per step into two accumulators per row, named
+// at compile time so they stay in registers (an accumulator picked at run time was kept
+// on the stack, and its store-to-load chain bounded the loop), and the FMA latency
+// chain is split in two.
 template <int BITS, int MB>
-__attribute__((target("avx2,fma"))) void block_avx2(
+__attribute__((target("avx2,fma,f16c"))) void block_avx2(
     const Args& a, const Prepared& p, int mbase, int n0, int n1, float* sc, float* bi) {
-  constexpr int NA = MB <= 2 ? 2 : 1;
   const int G = a.G();
-  const int chunks = a.gs / 32;
+  const int nchunks = a.K / 32;
+  const int gshift = __builtin_ctz(static_cast<unsigned>(a.gs));  // gs: 32, 64 or 128
   const size_t rb = a.row_bytes();
   const float* xrow[MB];
   const float* xsum[MB];
@@ -442,51 +492,52 @@ __attribute__((target("avx2,fma"))) void block_avx2(
     xsum[j] = p.xs.data() + static_cast<size_t>(mbase + j) * G;
   }
   for (int n = n0; n < n1; n++) {
-    load_row(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc);
-    load_row(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi);
+    row_f32(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc);
+    row_f32(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi);
     const uint8_t* wr = reinterpret_cast<const uint8_t*>(a.w) + n * rb;
-    __m256 acc[MB][NA];
-    float bacc[MB];
-    for (int j = 0; j < MB; j++) {
-      for (int t = 0; t < NA; t++) acc[j][t] = _mm256_setzero_ps();
-      bacc[j] = 0;
-    }
-    int t = 0;
-    for (int g = 0; g < G; g++) {
-      const __m256 s = _mm256_set1_ps(sc[g]);
-      for (int c = 0; c < chunks; c++, t ^= (NA - 1)) {
-        const int k = g * a.gs + c * 32;
-        __m256 w0, w1, w2, w3;
-        decode32<BITS>(wr + k * BITS / 8, w0, w1, w2, w3);
-        for (int j = 0; j < MB; j++) {
-          const float* xr = xrow[j] + k;
-          __m256 p0 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + 8),
-                                      _mm256_mul_ps(w0, _mm256_loadu_ps(xr)));
-          __m256 p1 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xr + 24),
-                                      _mm256_mul_ps(w2, _mm256_loadu_ps(xr + 16)));
-          acc[j][t] = _mm256_fmadd_ps(_mm256_add_ps(p0, p1), s, acc[j][t]);
-        }
+    __m256 acc0[MB], acc1[MB];
+    for (int j = 0; j < MB; j++) acc0[j] = acc1[j] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 2 <= nchunks; c += 2) {
+      const int k = c * 32;
+      const __m256 s0 = _mm256_set1_ps(sc[k >> gshift]);
+      const __m256 s1 = _mm256_set1_ps(sc[(k + 32) >> gshift]);
+      __m256 w0, w1, w2, w3;
+      decode32<BITS>(wr + k * BITS / 8, w0, w1, w2, w3);
+      for (int j = 0; j < MB; j++) {
+        acc0[j] = _mm256_fmadd_ps(dot32(w0, w1, w2, w3, xrow[j] + k), s0, acc0[j]);
       }
-      for (int j = 0; j < MB; j++) bacc[j] += bi[g] * xsum[j][g];
+      decode32<BITS>(wr + (k + 32) * BITS / 8, w0, w1, w2, w3);
+      for (int j = 0; j < MB; j++) {
+        acc1[j] = _mm256_fmadd_ps(dot32(w0, w1, w2, w3, xrow[j] + k + 32), s1, acc1[j]);
+      }
+    }
+    if (c < nchunks) {
+      const int k = c * 32;
+      const __m256 s0 = _mm256_set1_ps(sc[k >> gshift]);
+      __m256 w0, w1, w2, w3;
+      decode32<BITS>(wr + k * BITS / 8, w0, w1, w2, w3);
+      for (int j = 0; j < MB; j++) {
+        acc0[j] = _mm256_fmadd_ps(dot32(w0, w1, w2, w3, xrow[j] + k), s0, acc0[j]);
+      }
     }
     for (int j = 0; j < MB; j++) {
-      __m256 v = acc[j][0];
-      if constexpr (NA == 2) v = _mm256_add_ps(v, acc[j][1]);
-      a.y[static_cast<size_t>(mbase + j) * a.N + n] = hsum256(v) + bacc[j];
+      a.y[static_cast<size_t>(mbase + j) * a.N + n] =
+          hsum256(_mm256_add_ps(acc0[j], acc1[j])) + dot_groups(bi, xsum[j], G);
     }
   }
 }
 
 // Rows [n0, n1) of w dequantized to float, in natural element order.
 template <int BITS>
-__attribute__((target("avx2,fma"))) void dequant_avx2(
+__attribute__((target("avx2,fma,f16c"))) void dequant_avx2(
     const Args& a, int n0, int n1, float* out, float* sc, float* bi) {
   const int G = a.G();
   const size_t rb = a.row_bytes();
   const __m128i low4 = _mm_set1_epi8(0x0f);
   for (int n = n0; n < n1; n++) {
-    load_row(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc);
-    load_row(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi);
+    row_f32(a.scales, a.sdt, static_cast<size_t>(n) * G, G, sc);
+    row_f32(a.biases, a.sdt, static_cast<size_t>(n) * G, G, bi);
     const uint8_t* wr = reinterpret_cast<const uint8_t*>(a.w) + n * rb;
     float* o = out + static_cast<size_t>(n - n0) * a.K;
     for (int k = 0; k < a.K; k += 32) {
@@ -793,8 +844,9 @@ void run_many(Args* jobs, int n) {
   Pool& tp = pool();
   const Kernel kern = active_kernel();
   thread_local std::vector<Prepared> prep;
-  thread_local std::vector<int> owner, first, last;
+  thread_local std::vector<int> owner, first, last, prep_of;
   prep.resize(std::max<size_t>(prep.size(), n));
+  prep_of.resize(n);
   owner.clear();
   first.clear();
   last.clear();
@@ -804,7 +856,15 @@ void run_many(Args* jobs, int n) {
   const int step = std::max(8, (total + tp.threads() * 4 - 1) / (tp.threads() * 4));
   for (int j = 0; j < n; j++) {
     runs.fetch_add(1, std::memory_order_relaxed);
-    prepare(jobs[j], kern, prep[j]);
+    // q/k/v and gate/up read the same x: prepare it once.
+    const Args* prev = j > 0 ? &jobs[j - 1] : nullptr;
+    if (prev && prev->x == jobs[j].x && prev->M == jobs[j].M && prev->K == jobs[j].K &&
+        prev->gs == jobs[j].gs && prev->bits == jobs[j].bits) {
+      prep_of[j] = prep_of[j - 1];
+    } else {
+      prepare(jobs[j], kern, prep[j]);
+      prep_of[j] = j;
+    }
     for (int n0 = 0; n0 < jobs[j].N; n0 += step) {
       owner.push_back(j);
       first.push_back(n0);
@@ -813,9 +873,9 @@ void run_many(Args* jobs, int n) {
   }
   // The workers must see this thread's vectors, not their own thread_locals.
   const Prepared* pp = prep.data();
-  const int *ow = owner.data(), *f0 = first.data(), *f1 = last.data();
+  const int *ow = owner.data(), *f0 = first.data(), *f1 = last.data(), *po = prep_of.data();
   tp.run(static_cast<int>(owner.size()), [&](int c) {
-    rows_dispatch(kern, jobs[ow[c]], pp[ow[c]], f0[c], f1[c]);
+    rows_dispatch(kern, jobs[ow[c]], pp[po[ow[c]]], f0[c], f1[c]);
   });
 }
 
@@ -910,41 +970,107 @@ void rope(const mlxs_qmm::DecodeLayerSpec& s, const float* freqs, int offset, fl
   }
 }
 
+// One head of one row: softmax(q·K[0..len) * scale) · V[0..len), as mlx's reference
+// sdpa computes it in float32 (q pre-scaled, max-subtracted exp, then the weighted sum).
+struct HeadJob {
+  const float* q;   // [D]
+  const float* kb;  // [len, D] (rows of the cache buffer)
+  const float* vb;
+  float* out;  // [D]
+  int len, D;
+  float scale;
+};
+
+void attend_head_scalar(const HeadJob& j, float* sc) {
+  const int D = j.D;
+  float mx = -INFINITY;
+  for (int t = 0; t < j.len; t++) {
+    const float* kr = j.kb + static_cast<size_t>(t) * D;
+    float dot = 0;
+    for (int i = 0; i < D; i++) dot += (j.q[i] * j.scale) * kr[i];
+    sc[t] = dot;
+    mx = std::max(mx, dot);
+  }
+  float sum = 0;
+  for (int t = 0; t < j.len; t++) {
+    sc[t] = std::exp(sc[t] - mx);
+    sum += sc[t];
+  }
+  std::fill(j.out, j.out + D, 0.0f);
+  for (int t = 0; t < j.len; t++) {
+    const float p = sc[t] / sum;
+    const float* vr = j.vb + static_cast<size_t>(t) * D;
+    for (int i = 0; i < D; i++) j.out[i] += p * vr[i];
+  }
+}
+
+#ifdef QMM_X86
+// The same with 8-wide dot products and updates (head_dim a multiple of 8; decode
+// spends most of its non-matmul time here on long contexts).
+__attribute__((target("avx2,fma,f16c"))) void attend_head_avx2(const HeadJob& j, float* sc) {
+  const int D = j.D;
+  thread_local std::vector<float> qs;
+  qs.resize(D);
+  for (int i = 0; i < D; i++) qs[i] = j.q[i] * j.scale;
+  float mx = -INFINITY;
+  for (int t = 0; t < j.len; t++) {
+    const float* kr = j.kb + static_cast<size_t>(t) * D;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= D; i += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qs.data() + i), _mm256_loadu_ps(kr + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qs.data() + i + 8), _mm256_loadu_ps(kr + i + 8), a1);
+    }
+    for (; i < D; i += 8) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qs.data() + i), _mm256_loadu_ps(kr + i), a0);
+    }
+    const float dot = hsum256(_mm256_add_ps(a0, a1));
+    sc[t] = dot;
+    mx = std::max(mx, dot);
+  }
+  float sum = 0;
+  for (int t = 0; t < j.len; t++) {
+    sc[t] = std::exp(sc[t] - mx);
+    sum += sc[t];
+  }
+  for (int i = 0; i < D; i += 8) _mm256_storeu_ps(j.out + i, _mm256_setzero_ps());
+  for (int t = 0; t < j.len; t++) {
+    const __m256 p = _mm256_set1_ps(sc[t] / sum);
+    const float* vr = j.vb + static_cast<size_t>(t) * D;
+    for (int i = 0; i < D; i += 8) {
+      _mm256_storeu_ps(j.out + i,
+                       _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + i), _mm256_loadu_ps(j.out + i)));
+    }
+  }
+}
+#endif
+
 // Attention of each row's query over positions [0, offset] of its cache, per head
 // (grouped heads share their kv head as mlx's reference sdpa groups them).
 void attend(const LayerData& d, const float* q, float* out) {
   const auto& s = d.s;
   const int H = s.n_heads, D = s.head_dim, rep = s.n_heads / s.n_kv_heads;
+#ifdef QMM_X86
+  const bool simd = active_kernel() == Kernel::Avx2 && D % 8 == 0;
+#endif
   auto head = [&](int job) {
     const int b = job / H, h = job % H;
     const RowCache& c = d.cache[b];
-    const int len = c.offset + 1;
-    thread_local std::vector<float> sc;
-    sc.resize(len);
     const int kvh = h / rep;
-    const float* qh = q + (static_cast<size_t>(b) * H + h) * D;
-    const float* kb = c.kc + static_cast<size_t>(kvh) * c.cap * D;
-    const float* vb = c.vc + static_cast<size_t>(kvh) * c.cap * D;
-    float mx = -INFINITY;
-    for (int j = 0; j < len; j++) {
-      const float* kr = kb + static_cast<size_t>(j) * D;
-      float dot = 0;
-      for (int i = 0; i < D; i++) dot += (qh[i] * s.attn_scale) * kr[i];
-      sc[j] = dot;
-      mx = std::max(mx, dot);
-    }
-    float sum = 0;
-    for (int j = 0; j < len; j++) {
-      sc[j] = std::exp(sc[j] - mx);
-      sum += sc[j];
-    }
-    float* o = out + (static_cast<size_t>(b) * H + h) * D;
-    std::fill(o, o + D, 0.0f);
-    for (int j = 0; j < len; j++) {
-      const float p = sc[j] / sum;
-      const float* vr = vb + static_cast<size_t>(j) * D;
-      for (int i = 0; i < D; i++) o[i] += p * vr[i];
-    }
+    HeadJob j;
+    j.q = q + (static_cast<size_t>(b) * H + h) * D;
+    j.kb = c.kc + static_cast<size_t>(kvh) * c.cap * D;
+    j.vb = c.vc + static_cast<size_t>(kvh) * c.cap * D;
+    j.out = out + (static_cast<size_t>(b) * H + h) * D;
+    j.len = c.offset + 1;
+    j.D = D;
+    j.scale = s.attn_scale;
+    thread_local std::vector<float> sc;
+    sc.resize(j.len);
+#ifdef QMM_X86
+    if (simd) return attend_head_avx2(j, sc.data());
+#endif
+    attend_head_scalar(j, sc.data());
   };
   long work = 0;
   for (const auto& c : d.cache) work += static_cast<long>(c.offset + 1) * H * D;

@@ -59,8 +59,12 @@ fn kernel_is_reported() {
     assert_eq!(k.name, "neon");
 }
 
+// The kernel choice is process-wide: tests that flip it run one at a time.
+static KERNEL_SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn equals_mlx_over_shapes_bits_groups_and_both_kernels() {
+    let _switch = KERNEL_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let before = cpu_kernel_calls();
     let mut fast_calls = 0;
     for portable in [false, true] {
@@ -415,12 +419,17 @@ fn decode_one(
 #[test]
 fn decode_layer_equals_the_blocks_ops() {
     use mlx::quantization::decode_layer_calls;
+    let _switch = KERNEL_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let (cap, offset) = (32, 9);
-    for (bits, traditional, bias, qk, freqs) in [
-        (4, false, false, false, false),
-        (8, true, true, false, false),
-        (4, false, true, true, true),
+    // Both kernels (the SIMD and the portable attention and products).
+    for (bits, traditional, bias, qk, freqs, portable) in [
+        (4, false, false, false, false, false),
+        (8, true, true, false, false, false),
+        (4, false, true, true, true, false),
+        (4, false, false, false, false, true),
+        (8, true, true, true, true, true),
     ] {
+        force_portable_kernel(portable);
         let b = block(bits);
         let d = layer(&b, traditional, bias, qk, freqs);
         let x = normal(&[1, 1, DIM], 7);
@@ -429,8 +438,9 @@ fn decode_layer_equals_the_blocks_ops() {
         let values = normal(&[1, KV, cap, HD], 9);
         mlx::eval([&x, &keys, &values]).unwrap();
         let (ry, rk, rv) = reference(&x, &keys, &values, offset, &d);
-        let what =
-            format!("bits {bits} traditional {traditional} bias {bias} qk {qk} freqs {freqs}");
+        let what = format!(
+            "bits {bits} traditional {traditional} bias {bias} qk {qk} freqs {freqs} portable {portable}"
+        );
 
         // copy_cache: the inputs stay as they were.
         let before = decode_layer_calls();
@@ -455,6 +465,7 @@ fn decode_layer_equals_the_blocks_ops() {
         assert_matches(&k, &rk, &what);
         assert_matches(&keys, &rk, &what);
     }
+    force_portable_kernel(false);
 }
 
 #[test]
