@@ -419,17 +419,4 @@ impl Hub {
         let d = self.store.create_dataset(&new).await?;
         Ok((d, true))
     }
-
-    /// The split files of a registered dataset.
-    pub fn dataset_files(&self, d: &Dataset) -> BTreeMap<String, PathBuf> {
-        d.splits
-            .keys()
-            .map(|s| {
-                (
-                    s.clone(),
-                    PathBuf::from(&d.location).join(format!("{s}.jsonl")),
-                )
-            })
-            .collect()
-    }
 }

@@ -565,6 +565,17 @@ async fn workers_pull_through_the_cache_and_a_corrupt_base_fails_the_job() {
     );
 
     let h2 = s3_hub(&s3, &db, m2.path()).await;
+    // a machine that never had the dataset previews it (fetched from the bucket)
+    let (st, b) = call(
+        &hub::http::router(h2.clone()),
+        "GET",
+        &format!("/api/datasets/{}/preview?limit=2", d.name),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["data"].as_array().unwrap().len(), 2, "{b}");
+    assert_eq!(b["data"][0]["line"], 1, "{b}");
     let job = enqueue_training(&db, base.id, &d).await;
     let out = Worker::for_hub(&h2, "machine-2")
         .run_once()

@@ -180,7 +180,7 @@ pub(crate) async fn preview(
         return Err(HubError::invalid("limit", "must be between 1 and 1000"));
     }
     let d = hub.store.get_dataset_by_name(&name, q.version).await?;
-    let Some(file) = hub.dataset_files(&d).remove(&q.split) else {
+    if !d.splits.contains_key(&q.split) {
         return Err(HubError::invalid(
             "split",
             format!(
@@ -191,7 +191,13 @@ pub(crate) async fn preview(
                 d.splits.keys().cloned().collect::<Vec<_>>().join(", ")
             ),
         ));
-    };
+    }
+    // Registered on another machine: fetched from the shared store first.
+    let dir = hub
+        .artifacts
+        .ensure_dataset(&d.content_hash, std::path::Path::new(&d.location))
+        .await?;
+    let file = dir.join(format!("{}.jsonl", q.split));
     let (offset, limit) = (q.offset, q.limit);
     let rows = tokio::task::spawn_blocking(move || -> HubResult<Vec<serde_json::Value>> {
         let reader = std::io::BufReader::new(std::fs::File::open(&file)?);
