@@ -989,6 +989,16 @@ struct HeadJob {
   float scale;
 };
 
+// sc[t] = exp(sc[t] - mx) for t < len; returns their sum (both head kernels).
+float exp_shifted(float* sc, int len, float mx) {
+  float sum = 0;
+  for (int t = 0; t < len; t++) {
+    sc[t] = std::exp(sc[t] - mx);
+    sum += sc[t];
+  }
+  return sum;
+}
+
 void attend_head_scalar(const HeadJob& j, float* sc) {
   const int D = j.D;
   float mx = -INFINITY;
@@ -999,11 +1009,7 @@ void attend_head_scalar(const HeadJob& j, float* sc) {
     sc[t] = dot;
     mx = std::max(mx, dot);
   }
-  float sum = 0;
-  for (int t = 0; t < j.len; t++) {
-    sc[t] = std::exp(sc[t] - mx);
-    sum += sc[t];
-  }
+  const float sum = exp_shifted(sc, j.len, mx);
   std::fill(j.out, j.out + D, 0.0f);
   for (int t = 0; t < j.len; t++) {
     const float p = sc[t] / sum;
@@ -1036,11 +1042,7 @@ __attribute__((target("avx2,fma,f16c"))) void attend_head_avx2(const HeadJob& j,
     sc[t] = dot;
     mx = std::max(mx, dot);
   }
-  float sum = 0;
-  for (int t = 0; t < j.len; t++) {
-    sc[t] = std::exp(sc[t] - mx);
-    sum += sc[t];
-  }
+  const float sum = exp_shifted(sc, j.len, mx);
   for (int i = 0; i < D; i += 8) _mm256_storeu_ps(j.out + i, _mm256_setzero_ps());
   for (int t = 0; t < j.len; t++) {
     const __m256 p = _mm256_set1_ps(sc[t] / sum);
