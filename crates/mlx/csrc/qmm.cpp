@@ -93,7 +93,7 @@ bool has_f16c() {
   return yes;
 }
 // Converts count halfs (8 at a time, the rest one by one, all with F16C); returns count.
-__attribute__((target("avx,f16c"))) int f16_to_f32_f16c(const uint16_t* p, int count, float* out) {
+__attribute__((target("avx,f16c"))) inline int f16_to_f32_f16c(const uint16_t* p, int count, float* out) {
   int i = 0;
   for (; i + 8 <= count; i += 8) {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
@@ -436,13 +436,7 @@ __attribute__((target("avx2,fma,f16c"))) inline void row_f32(const void* base, S
                                                              size_t offset, int count,
                                                              float* out) {
   if (dt == SDtype::F16) {
-    auto p = static_cast<const uint16_t*>(base) + offset;
-    int i = 0;
-    for (; i + 8 <= count; i += 8) {
-      _mm256_storeu_ps(out + i,
-                       _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i))));
-    }
-    for (; i < count; i++) out[i] = _cvtsh_ss(p[i]);
+    f16_to_f32_f16c(static_cast<const uint16_t*>(base) + offset, count, out);
   } else if (dt == SDtype::F32) {
     std::memcpy(out, static_cast<const float*>(base) + offset, count * sizeof(float));
   } else {
