@@ -23,12 +23,17 @@
 #include <dlfcn.h>
 #include <functional>
 #include <mutex>
-#include <sched.h>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <typeinfo>
 #include <vector>
+
+#if defined(__linux__)
+#include <sched.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -133,11 +138,19 @@ int default_threads() {
     int n = std::atoi(env);
     if (n >= 1) return std::min(n, 256);
   }
+#if defined(__linux__)
+  // The CPUs this process may run on (a container or taskset may allow fewer).
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) {
     int n = CPU_COUNT(&set);
     if (n >= 1) return n;
   }
+#elif defined(__APPLE__)
+  // Apple Silicon: the performance cores (efficiency cores would set the pace of each job).
+  int perf = 0;
+  size_t len = sizeof(perf);
+  if (sysctlbyname("hw.perflevel0.physicalcpu", &perf, &len, nullptr, 0) == 0 && perf >= 1) return perf;
+#endif
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
 }
