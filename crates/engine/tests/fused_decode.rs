@@ -14,6 +14,12 @@ use mlx::quantization::decode_layer_calls;
 // The switch is process-wide: tests that flip it run one at a time.
 static SWITCH: Mutex<()> = Mutex::new(());
 
+/// The fused step runs our CPU kernels: pin MLX's CPU device (the GPU is MLX's default
+/// on a Mac; there the GPU path is MLX's own, tested by the parity tests).
+fn on_cpu() {
+    mlx::system::set_default_device(mlx::system::Device::Cpu).unwrap();
+}
+
 fn fixtures_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("MLX_HUB_PARITY_FIXTURES") {
         Some(d) => PathBuf::from(d),
@@ -83,6 +89,7 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 
 #[test]
 fn fused_decode_equals_op_by_op_decode() {
+    on_cpu();
     let Some(dir) = fixtures_dir() else { return };
     let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let names = quantized_fixtures(&dir);
@@ -125,6 +132,7 @@ fn fused_decode_equals_op_by_op_decode() {
 
 #[test]
 fn a_model_with_a_float_projection_decodes_op_by_op() {
+    on_cpu();
     let Some(dir) = fixtures_dir() else { return };
     let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     set_fused_decode(true);
@@ -137,6 +145,7 @@ fn a_model_with_a_float_projection_decodes_op_by_op() {
 
 #[test]
 fn a_cache_shared_with_a_clone_is_not_written_through() {
+    on_cpu();
     let Some(dir) = fixtures_dir() else { return };
     let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     set_fused_decode(true);
@@ -165,6 +174,7 @@ fn a_cache_shared_with_a_clone_is_not_written_through() {
 
 #[test]
 fn fused_batch_decode_equals_op_by_op_batch_decode() {
+    on_cpu();
     let Some(dir) = fixtures_dir() else { return };
     let _guard = SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     for name in [

@@ -5,7 +5,8 @@
 //!
 //! | setting          | flag               | environment                 | mlx-hub.toml       | default                         |
 //! |------------------|--------------------|-----------------------------|--------------------|---------------------------------|
-//! | data directory   | `--data-dir`       | `MLX_HUB_DATA_DIR`          | —                  | `./storage`                     |
+//! | data directory   | `--data-dir`       | `MLX_HUB_DATA_DIR`          | —                  | `./storage` (made absolute at load) |
+//! | MLX device       | `--device`         | `MLX_HUB_DEVICE`            | `device`           | `auto` (the GPU when MLX has one) |
 //! | database URL     | `--database-url`   | `MLX_HUB_DATABASE_URL`      | `database_url` (no password) | `sqlite://<data-dir>/hub.db` |
 //! | host             | `--host`           | `MLX_HUB_HOST`              | `host`             | `127.0.0.1`                     |
 //! | port             | `--port`           | `MLX_HUB_PORT`              | `port`             | `8000`                          |
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{HubError, HubResult};
+pub use crate::host::DeviceSetting;
 
 pub const CONFIG_FILE: &str = "mlx-hub.toml";
 pub const DEFAULT_PORT: u16 = 8000;
@@ -66,7 +68,11 @@ impl std::fmt::Debug for Secret {
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
+    /// Always absolute: paths derived from it (the database, artifacts, datasets) stay
+    /// valid whatever the working directory of a later step.
     pub data_dir: PathBuf,
+    /// Which device MLX computes on (applied once at start-up, [`DeviceSetting::apply`]).
+    pub device: DeviceSetting,
     pub database_url: String,
     pub host: String,
     pub port: u16,
@@ -96,6 +102,7 @@ pub struct HubConfig {
 #[derive(Debug, Clone, Default)]
 pub struct ConfigOverrides {
     pub data_dir: Option<PathBuf>,
+    pub device: Option<DeviceSetting>,
     pub database_url: Option<String>,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -112,6 +119,7 @@ pub struct ConfigOverrides {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    device: Option<DeviceSetting>,
     database_url: Option<String>,
     host: Option<String>,
     port: Option<u16>,
@@ -145,6 +153,7 @@ impl HubConfig {
             .clone()
             .or_else(|| env("MLX_HUB_DATA_DIR").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("./storage"));
+        let data_dir = absolute(&data_dir)?;
         let file_path = data_dir.join(CONFIG_FILE);
         let file: FileConfig = match std::fs::read_to_string(&file_path) {
             Ok(text) => {
@@ -181,6 +190,10 @@ impl HubConfig {
             .or_else(|| env("MLX_HUB_DATABASE_URL"))
             .or(file.database_url)
             .unwrap_or_else(|| crate::store::sqlite_url(&data_dir.join("hub.db")));
+        let device = DeviceSetting::from_flag_or_env(overrides.device, &env)
+            .map_err(HubError::Config)?
+            .or(file.device)
+            .unwrap_or_default();
         let host = overrides
             .host
             .clone()
@@ -202,6 +215,7 @@ impl HubConfig {
             .or_else(|| env("MLX_HUB_IMPORT_ROOT").map(PathBuf::from))
             .or(file.import_root)
             .unwrap_or_else(|| data_dir.join("import"));
+        let import_root = absolute(&import_root)?;
         let max_body_bytes = match env("MLX_HUB_MAX_BODY_BYTES") {
             Some(v) => v.parse().map_err(|_| {
                 HubError::Config(format!("MLX_HUB_MAX_BODY_BYTES: {v:?} is not a number"))
@@ -292,6 +306,7 @@ impl HubConfig {
         };
         let config = HubConfig {
             data_dir,
+            device,
             database_url,
             host,
             port,
@@ -314,7 +329,9 @@ impl HubConfig {
     /// Defaults rooted at `data_dir` (tests, embedding).
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> HubConfig {
         let data_dir = data_dir.into();
+        let data_dir = std::path::absolute(&data_dir).unwrap_or(data_dir);
         HubConfig {
+            device: DeviceSetting::Auto,
             database_url: crate::store::sqlite_url(&data_dir.join("hub.db")),
             import_root: data_dir.join("import"),
             data_dir,
@@ -423,6 +440,11 @@ pub fn is_loopback_host(host: &str) -> bool {
     h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `path` against the working directory, without touching the file system.
+fn absolute(path: &Path) -> HubResult<PathBuf> {
+    std::path::absolute(path).map_err(|e| HubError::Config(format!("{}: {e}", path.display())))
+}
+
 fn read_token_file(path: &Path) -> HubResult<Secret> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| HubError::Config(format!("API token file {}: {e}", path.display())))?;
@@ -502,6 +524,48 @@ mod tests {
         .unwrap();
         assert_eq!(c.port, 9002);
         assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn device_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "device = \"cpu\"\n").unwrap();
+        let o = ConfigOverrides {
+            data_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let c = HubConfig::load_with_env(o.clone(), |_| None).unwrap();
+        assert_eq!(c.device, DeviceSetting::Cpu);
+        let env = |k: &str| (k == "MLX_HUB_DEVICE").then(|| "gpu".to_string());
+        assert_eq!(
+            HubConfig::load_with_env(o.clone(), env).unwrap().device,
+            DeviceSetting::Gpu
+        );
+        let flag = ConfigOverrides {
+            device: Some(DeviceSetting::Auto),
+            ..o.clone()
+        };
+        assert_eq!(
+            HubConfig::load_with_env(flag, env).unwrap().device,
+            DeviceSetting::Auto
+        );
+        let err =
+            HubConfig::load_with_env(o, |k| (k == "MLX_HUB_DEVICE").then(|| "tpu".to_string()))
+                .unwrap_err();
+        assert!(err.to_string().contains("MLX_HUB_DEVICE"), "{err}");
+    }
+
+    /// The default `./storage` (or any relative data dir) becomes absolute at load, so
+    /// every path derived from it names the same place from any working directory.
+    #[test]
+    fn relative_data_dir_is_made_absolute() {
+        let c = HubConfig::load_with_env(ConfigOverrides::default(), |_| None).unwrap();
+        assert!(c.data_dir.is_absolute(), "{}", c.data_dir.display());
+        assert!(c.data_dir.ends_with("storage"));
+        assert!(c.import_root.is_absolute());
+        let cwd = std::env::current_dir().unwrap();
+        assert!(c.data_dir.starts_with(&cwd));
+        assert!(c.database_url.contains(&*cwd.to_string_lossy()));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod config;
 pub mod dataset_import;
 pub mod error;
 pub mod hf;
+pub mod host;
 pub mod http;
 pub mod mlflow;
 pub mod observability;

@@ -27,18 +27,53 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hub::server::{ServeOptions, WorkerOptions, serve_on_with};
 use serde_json::{Value, json};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Chromium (or Chrome) and its WebDriver: `$CHROMIUM` / `$CHROMEDRIVER` if set, else
+/// Debian's packages on Linux, Homebrew's casks on macOS (`brew install --cask chromium
+/// chromedriver`).
+fn browser_paths() -> (PathBuf, PathBuf) {
+    let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    let first = |candidates: &[&str]| {
+        candidates
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(candidates[0]))
+    };
+    let (browser, driver) = if cfg!(target_os = "macos") {
+        (
+            first(&[
+                "/Applications/Chromium.app/Contents/MacOS/Chromium",
+                "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+            ]),
+            first(&[
+                "/opt/homebrew/bin/chromedriver",
+                "/usr/local/bin/chromedriver",
+            ]),
+        )
+    } else {
+        (
+            PathBuf::from("/usr/bin/chromium"),
+            PathBuf::from("/usr/bin/chromedriver"),
+        )
+    };
+    (
+        env("CHROMIUM").unwrap_or(browser),
+        env("CHROMEDRIVER").unwrap_or(driver),
+    )
+}
 
 fn browser_available(test: &str) -> bool {
-    if Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file() {
+    let (chromium, chromedriver) = browser_paths();
+    if chromium.is_file() && chromedriver.is_file() {
         return true;
     }
+    let (chromium, chromedriver) = (chromium.display(), chromedriver.display());
     if std::env::var_os("CI").is_some() {
-        panic!("{test}: {CHROMIUM} or {CHROMEDRIVER} is missing and CI is set");
+        panic!("{test}: {chromium} or {chromedriver} is missing and CI is set");
     }
     eprintln!(
-        "SKIPPED {test}: {CHROMIUM} / {CHROMEDRIVER} missing (apt-get install chromium chromium-driver)"
+        "SKIPPED {test}: {chromium} / {chromedriver} missing (scripts/setup-test-deps.sh \
+         installs them; or set CHROMIUM and CHROMEDRIVER)"
     );
     false
 }
@@ -63,7 +98,8 @@ async fn start_browser() -> (Driver, Client) {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(CHROMEDRIVER)
+    let (chromium, chromedriver) = browser_paths();
+    let child = Command::new(chromedriver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -79,7 +115,7 @@ async fn start_browser() -> (Driver, Client) {
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
-            "binary": CHROMIUM,
+            "binary": chromium,
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--no-first-run", "--disable-component-update",
@@ -596,7 +632,10 @@ async fn admin_ui_flows_in_chromium() {
         .await
         .unwrap();
     assert!(
-        sys.contains("MLX") && sys.contains("BLAS") && sys.contains("cpu"),
+        sys.contains("MLX")
+            && sys.contains("BLAS")
+            && sys.contains(mlx::system::default_device().name())
+            && sys.contains("Physical"),
         "{sys}"
     );
     shot(&c, "system-loaded").await;

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "mlx/compile_impl.h"
@@ -240,6 +241,19 @@ int mlxs_device_available(int kind) {
     return 0;
   }
 }
+const char* mlxs_device_info(int kind) {
+  thread_local std::string text;
+  int status = wrap_status([&] {
+    std::ostringstream os;
+    for (const auto& [key, value] : mx::device_info(to_device(kind))) {
+      os << key << '\t';
+      std::visit([&](const auto& v) { os << v; }, value);
+      os << '\n';
+    }
+    text = os.str();
+  });
+  return status == 0 ? text.c_str() : nullptr;
+}
 size_t mlxs_active_memory(void) {
   return mx::get_active_memory();
 }
@@ -260,6 +274,10 @@ size_t mlxs_set_memory_limit(size_t limit) {
 }
 size_t mlxs_set_cache_limit(size_t limit) {
   return mx::set_cache_limit(limit);
+}
+int mlxs_set_wired_limit(size_t limit, size_t* previous) {
+  // Metal only (macOS 15+); a no-op returning 0 on other backends.
+  return wrap_status([&] { *previous = mx::set_wired_limit(limit); });
 }
 void mlxs_clear_cache(void) {
   mx::clear_cache();

@@ -35,6 +35,8 @@ void mlxs_blas_set_threads(int n);
 int mlxs_default_device(void); // 0 cpu, 1 gpu
 int mlxs_set_default_device(int kind);
 int mlxs_device_available(int kind);
+// MLX's description of a device as "key\tvalue\n" lines (numbers in decimal); null on error.
+const char* mlxs_device_info(int kind);
 size_t mlxs_active_memory(void);
 size_t mlxs_peak_memory(void);
 size_t mlxs_cache_memory(void);
@@ -42,6 +44,7 @@ void mlxs_reset_peak_memory(void);
 size_t mlxs_memory_limit(void);
 size_t mlxs_set_memory_limit(size_t limit);
 size_t mlxs_set_cache_limit(size_t limit);
+int mlxs_set_wired_limit(size_t limit, size_t* previous);
 void mlxs_clear_cache(void);
 
 // ----- arrays

@@ -76,6 +76,7 @@ unsafe extern "C" {
     pub fn mlxs_default_device() -> c_int;
     pub fn mlxs_set_default_device(kind: c_int) -> c_int;
     pub fn mlxs_device_available(kind: c_int) -> c_int;
+    pub fn mlxs_device_info(kind: c_int) -> *const c_char;
     pub fn mlxs_active_memory() -> usize;
     pub fn mlxs_peak_memory() -> usize;
     pub fn mlxs_cache_memory() -> usize;
@@ -83,6 +84,7 @@ unsafe extern "C" {
     pub fn mlxs_memory_limit() -> usize;
     pub fn mlxs_set_memory_limit(limit: usize) -> usize;
     pub fn mlxs_set_cache_limit(limit: usize) -> usize;
+    pub fn mlxs_set_wired_limit(limit: usize, previous: *mut usize) -> c_int;
     pub fn mlxs_clear_cache();
 
     pub fn mlxs_array_from_data(

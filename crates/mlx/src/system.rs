@@ -33,6 +33,56 @@ impl Device {
     }
 }
 
+/// MLX's description of a device. On Metal: `device_name` (e.g. `Apple M4 Pro`),
+/// `architecture`, `memory_size` (the machine's unified memory),
+/// `max_recommended_working_set_size`, `max_buffer_length`, `resource_limit`; on the
+/// CPU: `device_name` and `architecture`. Keys vary by backend, so all are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub entries: std::collections::BTreeMap<String, String>,
+}
+
+impl DeviceInfo {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(String::as_str)
+    }
+
+    /// A numeric property (sizes are in bytes).
+    pub fn number(&self, key: &str) -> Option<u64> {
+        self.get(key)?.parse().ok()
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.get("device_name")
+    }
+
+    /// Total memory MLX sees for the device (`memory_size`, or CUDA's `total_memory`).
+    pub fn memory_size(&self) -> Option<u64> {
+        self.number("memory_size")
+            .or_else(|| self.number("total_memory"))
+    }
+
+    /// Metal's recommended ceiling for the memory a process keeps wired on the GPU.
+    pub fn max_recommended_working_set_size(&self) -> Option<u64> {
+        self.number("max_recommended_working_set_size")
+    }
+}
+
+/// What MLX reports about `device` (an error if this build has no such device).
+pub fn device_info(device: Device) -> Result<DeviceInfo> {
+    let text = unsafe { ffi::mlxs_device_info(device.code()) };
+    if text.is_null() {
+        return Err(crate::Error::last());
+    }
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let entries = text
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(DeviceInfo { entries })
+}
+
 pub fn default_device() -> Device {
     if unsafe { ffi::mlxs_default_device() } == 1 {
         Device::Gpu
@@ -83,6 +133,16 @@ pub fn set_memory_limit(bytes: usize) -> usize {
 /// previous limit.
 pub fn set_cache_limit(bytes: usize) -> usize {
     unsafe { ffi::mlxs_set_cache_limit(bytes) }
+}
+
+/// Sets how much memory MLX keeps wired (resident) for the GPU; returns the previous
+/// limit. Only Metal on macOS 15+ acts on it (elsewhere it is a no-op returning 0);
+/// a limit above the system's wired limit is an error. mlx-lm sets it to the device's
+/// `max_recommended_working_set_size` while it generates.
+pub fn set_wired_limit(bytes: usize) -> Result<usize> {
+    let mut previous = 0usize;
+    check(unsafe { ffi::mlxs_set_wired_limit(bytes, &mut previous) })?;
+    Ok(previous)
 }
 
 /// Returns cached buffers to the system.

@@ -62,6 +62,9 @@ fn safetensors_round_trip_all_dtypes_with_metadata() {
         assert_eq!(vals(got), vals(want), "{name}");
     }
     // MLX's safetensors writer has no float64: an error, and no file left behind.
+    if skip_float64_on_gpu("saving a float64 array") {
+        return;
+    }
     let f64_path = dir.path().join("f64.safetensors");
     let wide = base.as_type(Dtype::Float64).unwrap();
     let err = save_safetensors(&f64_path, [("x", &wide)], &BTreeMap::new()).unwrap_err();

@@ -40,7 +40,9 @@ fn creation_and_readback() {
     ] {
         let s = Array::scalar_as(v, dt).unwrap();
         assert_eq!(s.dtype(), dt);
-        assert_eq!(s.as_type(Dtype::Float64).unwrap().item::<f64>().unwrap(), v);
+        if !skip_float64_on_gpu("scalars read back as float64") {
+            assert_eq!(s.as_type(Dtype::Float64).unwrap().item::<f64>().unwrap(), v);
+        }
     }
     assert_eq!(
         vals(&mlx::zeros(&[2], Dtype::Float32).unwrap()),

@@ -49,6 +49,7 @@ fn assert_matches(got: &Array, want: &Array, what: &str) {
 
 #[test]
 fn kernel_is_reported() {
+    on_cpu();
     let k = cpu_kernel();
     assert!(k.threads >= 1);
     #[cfg(target_arch = "x86_64")]
@@ -64,6 +65,7 @@ static KERNEL_SWITCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn equals_mlx_over_shapes_bits_groups_and_both_kernels() {
+    on_cpu();
     let _switch = KERNEL_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let before = cpu_kernel_calls();
     let mut fast_calls = 0;
@@ -104,6 +106,7 @@ fn equals_mlx_over_shapes_bits_groups_and_both_kernels() {
 
 #[test]
 fn half_precision_scales_and_activations() {
+    on_cpu();
     for dtype in [Dtype::Float16, Dtype::Bfloat16] {
         let q = quantized(64, 256, 4, 64, dtype, 11);
         assert_eq!(q.scales.dtype(), dtype);
@@ -125,6 +128,7 @@ fn half_precision_scales_and_activations() {
 
 #[test]
 fn non_transposed_and_unsupported_bits_still_work() {
+    on_cpu();
     // Not our kernels' case: MLX's op answers, with the same values.
     let q = quantized(64, 128, 4, 64, Dtype::Float32, 13);
     let x = normal(&[3, 64], 14);
@@ -143,6 +147,7 @@ fn non_transposed_and_unsupported_bits_still_work() {
 
 #[test]
 fn lazy_inputs_and_lazy_weights() {
+    on_cpu();
     // Neither x nor the quantized weights are evaluated before the product.
     let w = normal(&[48, 192], 21).mul(0.1f32).unwrap();
     let q = quantize(&w, QuantSpec::new(32, 4).unwrap()).unwrap();
@@ -165,6 +170,7 @@ fn lazy_inputs_and_lazy_weights() {
 
 #[test]
 fn inside_compile() {
+    on_cpu();
     let q = quantized(96, 256, 4, 64, Dtype::Float32, 31);
     let qc = q.clone();
     let mut f = compile(
@@ -190,6 +196,7 @@ fn inside_compile() {
 
 #[test]
 fn gradients_through_x_scales_and_biases() {
+    on_cpu();
     let q = quantized(40, 128, 4, 32, Dtype::Float32, 41);
     let x = normal(&[6, 128], 42);
     let c = normal(&[6, 40], 43);
@@ -418,6 +425,7 @@ fn decode_one(
 
 #[test]
 fn decode_layer_equals_the_blocks_ops() {
+    on_cpu();
     use mlx::quantization::decode_layer_calls;
     let _switch = KERNEL_SWITCH.lock().unwrap_or_else(|e| e.into_inner());
     let (cap, offset) = (32, 9);
@@ -470,6 +478,7 @@ fn decode_layer_equals_the_blocks_ops() {
 
 #[test]
 fn decode_layer_rows_each_compute_what_they_compute_alone() {
+    on_cpu();
     use mlx::quantization::{DecodeRow, decode_layer};
     let b = block(4);
     let d = layer(&b, false, true, true, false);
@@ -513,6 +522,7 @@ fn decode_layer_rows_each_compute_what_they_compute_alone() {
 
 #[test]
 fn decode_layer_rejects_bad_inputs() {
+    on_cpu();
     let decode_layer = decode_one;
     let b = block(4);
     let d = layer(&b, false, false, false, false);
@@ -566,6 +576,7 @@ fn decode_layer_rejects_bad_inputs() {
 
 #[test]
 fn thread_pool_runs_every_chunk_once_across_back_to_back_jobs() {
+    on_cpu();
     // Jobs of changing sizes back to back, from two callers at once (two streams): a
     // late worker of one job once claimed a chunk of the next against the new chunk
     // count, ran it twice and the caller then waited forever (the decode test hung).

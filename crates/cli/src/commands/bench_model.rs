@@ -80,6 +80,7 @@ pub fn run(args: Args, model_dir: &std::path::Path, json: bool) -> anyhow::Resul
     }
     let tok = Tokenizer::from_dir(model_dir)
         .with_context(|| format!("loading the tokenizer of {}", model_dir.display()))?;
+    hub::host::wire_gpu_memory_for(model_dir);
     let model = load_model(model_dir)
         .with_context(|| format!("loading the model {}", model_dir.display()))?;
     let prompt = random_prompt(model.config().vocab_size, args.prompt_tokens)?;

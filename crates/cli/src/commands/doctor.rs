@@ -20,6 +20,8 @@ struct Report {
     mlx_found_via: &'static str,
     default_device: &'static str,
     gpu_available: bool,
+    /// The device's name, architecture, physical memory and (with a GPU) Metal's limits.
+    host: hub::host::HostInfo,
     blas: &'static str,
     blas_library: String,
     blas_detail: String,
@@ -63,6 +65,7 @@ fn report() -> Report {
         mlx_found_via: system::SOURCE,
         default_device: system::default_device().name(),
         gpu_available: Device::Gpu.is_available(),
+        host: hub::host::HostInfo::detect(),
         blas: blas.kind,
         blas_library: blas.library,
         blas_detail: blas.detail,
@@ -95,9 +98,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         r.mlx_library, r.mlx_found_via
     );
     println!(
-        "  device       {} (GPU available: {})",
-        r.default_device, r.gpu_available
+        "  device       {}{} (GPU available: {}; --device / MLX_HUB_DEVICE to choose)",
+        r.default_device,
+        r.host
+            .device_name
+            .as_ref()
+            .map(|n| format!(": {n}"))
+            .unwrap_or_default(),
+        r.gpu_available
     );
+    if let Some(g) = &r.host.gpu {
+        let size = |b: Option<u64>| b.map_or("unknown".to_string(), |b| gib(b as usize));
+        println!(
+            "  GPU          {} ({}): recommended working set {}, largest buffer {}, \
+             resource limit {}",
+            g.name.as_deref().unwrap_or("unknown"),
+            g.architecture.as_deref().unwrap_or("unknown"),
+            size(g.max_recommended_working_set_bytes),
+            size(g.max_buffer_length_bytes),
+            g.resource_limit
+                .map_or("unknown".to_string(), |n| n.to_string())
+        );
+    }
     println!("BLAS           {} ({})", r.blas, r.blas_library);
     if !r.blas_detail.is_empty() {
         println!("  build        {}", r.blas_detail);
@@ -108,7 +130,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
          for MLX's, MLX_HUB_CPU_THREADS to set threads)",
         r.quantized_kernel, r.quantized_threads
     );
-    println!("Memory limit   {}", gib(r.memory_limit_bytes));
+    println!(
+        "Memory         {} physical",
+        r.host
+            .memory_bytes
+            .map_or("unknown".to_string(), |b| gib(b as usize))
+    );
+    println!("  MLX limit    {}", gib(r.memory_limit_bytes));
     println!(
         "  active {}, peak {}, cache {}",
         gib(r.active_memory_bytes),

@@ -99,6 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let tok = Tokenizer::from_dir(&args.model)
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    hub::host::wire_gpu_memory_for(&args.model);
     let model = load_model(&args.model)
         .with_context(|| format!("loading the model {}", args.model.display()))?;
     let ids = prompt_ids(&tok, &args, &prompt)?;

@@ -40,6 +40,10 @@ pub enum Command {
         config: Option<String>,
         #[arg(long, default_value_t = 3)]
         max_attempts: i64,
+        /// Then wait for the job to end, as `jobs wait` does (a worker must be running:
+        /// `serve` has one, or `mlx-hub worker`).
+        #[arg(long)]
+        wait: bool,
         #[arg(long)]
         json: bool,
     },
@@ -54,6 +58,16 @@ pub enum Command {
     /// Show one job.
     Show {
         id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until a job ends (succeeded, failed or cancelled) and print it; the exit
+    /// status is 0 only if it succeeded. For scripts: submit, then wait.
+    Wait {
+        id: i64,
+        /// Give up (exit status 2) after this many seconds [default: no limit].
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 split,
                 config,
                 max_attempts,
+                wait,
                 json,
             } => {
                 let mut settings: serde_json::Value = match config {
@@ -104,6 +119,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 let req: hub::training::SubmitJob = serde_json::from_value(body)
                     .map_err(|e| anyhow::anyhow!("invalid job: {e}"))?;
                 let j = hub.submit_job(&req).await?;
+                if wait {
+                    eprintln!("job {} queued ({})", j.id, j.kind.as_str());
+                    return wait_for_job(&hub, j.id, None, json).await;
+                }
                 if json {
                     return print_json(&j);
                 }
@@ -148,6 +167,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 println!("{}", serde_json::to_string_pretty(&j)?);
             }
+            Command::Wait { id, timeout, json } => {
+                return wait_for_job(&hub, id, timeout, json).await;
+            }
             Command::Cancel { id, json } => {
                 let j = hub.store.request_cancel(id).await?;
                 if json {
@@ -158,4 +180,50 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Polls job `id` until it ends, printing progress on stderr and the job at the end; exits
+/// with status 1 unless it succeeded, 2 past `timeout` seconds.
+async fn wait_for_job(
+    hub: &hub::Hub,
+    id: i64,
+    timeout: Option<u64>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut shown = None;
+    let j = loop {
+        let j = hub.store.get_job(id).await?;
+        if j.state.is_terminal() {
+            break j;
+        }
+        let progress = (j.state, (j.progress * 100.0) as i64);
+        if !json && shown != Some(progress) {
+            eprintln!("job {id}: {} {}%", j.state, progress.1);
+            shown = Some(progress);
+        }
+        if let Some(limit) = timeout
+            && started.elapsed().as_secs() >= limit
+        {
+            eprintln!("job {id}: still {} after {limit}s", j.state);
+            std::process::exit(2);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    if json {
+        print_json(&j)?;
+    } else {
+        println!(
+            "job {id}: {}{}",
+            j.state,
+            j.error
+                .as_deref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    if j.state != JobState::Succeeded {
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use hub::ConfigOverrides;
 use hub::Hub;
 use hub::dataset_import::RegisterDataset;
 use hub::hf::cache::HfCache;
@@ -25,7 +26,6 @@ use hub::hf::{HfSettings, PullModelRequest};
 use hub::store::{JobKind, JobState, ModelVersion, VersionStatus};
 use hub::training::{LoraParameters, SubmitJob, TrainConfig};
 use hub::worker::Worker;
-use hub::{ConfigOverrides, HubConfig};
 use sha2::{Digest, Sha256};
 
 use super::pull::{human_bytes, print_report, progress_bars};
@@ -139,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let t = steps.begin(4, "serve");
-    let config = HubConfig::load(ConfigOverrides {
+    let config = super::serve::load_config(ConfigOverrides {
         host: args.host,
         port: args.port,
         ..args.hub.overrides()

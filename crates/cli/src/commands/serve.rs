@@ -33,6 +33,7 @@ impl HubArgs {
     pub fn overrides(&self) -> ConfigOverrides {
         ConfigOverrides {
             data_dir: self.data_dir.clone(),
+            device: super::device_flag(),
             database_url: self.database_url.clone(),
             artifact_store: self.artifact_store.clone(),
             cache_max_bytes: self.cache_max_bytes,
@@ -42,11 +43,19 @@ impl HubArgs {
 
     /// Loads the configuration (host checks do not apply to local commands).
     pub fn config(&self) -> anyhow::Result<HubConfig> {
-        Ok(HubConfig::load(ConfigOverrides {
+        load_config(ConfigOverrides {
             host: Some(hub::config::DEFAULT_HOST.to_string()),
             ..self.overrides()
-        })?)
+        })
     }
+}
+
+/// Loads the configuration and makes its device MLX's default (the data dir's
+/// `mlx-hub.toml` may name one that `main` could not know).
+pub fn load_config(overrides: ConfigOverrides) -> anyhow::Result<HubConfig> {
+    let config = HubConfig::load(overrides)?;
+    config.device.apply().map_err(anyhow::Error::msg)?;
+    Ok(config)
 }
 
 /// A tokio runtime for one command.
@@ -107,7 +116,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     init_tracing();
-    let config = HubConfig::load(ConfigOverrides {
+    let config = load_config(ConfigOverrides {
         host: args.host,
         port: args.port,
         import_root: args.import_root,
@@ -122,6 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
+        device = mlx::system::default_device().name(),
         database = %config.database_url_redacted(),
         artifact_store = config.artifact_store.as_deref().unwrap_or("local"),
         import_root = %config.import_root.display(),

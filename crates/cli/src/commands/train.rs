@@ -307,6 +307,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
+    hub::host::wire_gpu_memory_for(&model_dir);
     let model = if args.from_scratch {
         let config = engine::config::ModelConfig::from_dir(&model_dir)
             .with_context(|| format!("reading {}/config.json", model_dir.display()))?;

@@ -88,7 +88,7 @@ pub struct ServingConfig {
 impl Default for ServingConfig {
     fn default() -> Self {
         ServingConfig {
-            memory_budget_bytes: default_budget(),
+            memory_budget_bytes: crate::host::default_memory_budget(),
             keep_alive: KeepAlive::For(DEFAULT_KEEP_ALIVE),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_running: DEFAULT_MAX_RUNNING,
@@ -263,23 +263,6 @@ pub fn float32_weight_bytes(c: &engine::config::ModelConfig) -> u64 {
     }
     let head = if c.tie_word_embeddings { 0 } else { vocab * h };
     (vocab * h + head + layers * block + h) * 4
-}
-
-fn default_budget() -> u64 {
-    const FALLBACK: u64 = 8 << 30;
-    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else {
-        return FALLBACK;
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(FALLBACK, |kb| kb * 1024 / 4 * 3)
 }
 
 /// How long a model stays loaded after its last request.
@@ -774,6 +757,7 @@ impl Pool {
             });
         }
         self.make_room(size, budget)?;
+        crate::host::wire_gpu_memory(size);
 
         let keep = keep_alive.unwrap_or(self.inner.config.keep_alive);
         let label = format!("{name}:{}", v.number);

@@ -30,9 +30,7 @@ pub use versions::{
     Lineage, ModelVersion, NewVersion, VersionAlias, VersionFile, VersionRef, VersionStatus,
     VersionUpdate, check_relative_path,
 };
-pub use workers::{
-    DeviceKind, JobRequirements, WorkerCapabilities, WorkerInfo, machine_memory_bytes,
-};
+pub use workers::{DeviceKind, JobRequirements, WorkerCapabilities, WorkerInfo};
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -88,25 +88,10 @@ impl WorkerCapabilities {
                 mlx::system::Device::Gpu => DeviceKind::Gpu,
                 mlx::system::Device::Cpu => DeviceKind::Cpu,
             },
-            memory_bytes: machine_memory_bytes().unwrap_or(0),
+            memory_bytes: crate::host::memory_bytes().unwrap_or(0),
             mlx_version: mlx::system::version(),
         }
     }
-}
-
-/// Physical memory of this machine, if it can be read.
-pub fn machine_memory_bytes() -> Option<u64> {
-    if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
-        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        return Some(kib * 1024);
-    }
-    // macOS
-    let out = std::process::Command::new("sysctl")
-        .args(["-n", "hw.memsize"])
-        .output()
-        .ok()?;
-    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
 /// A registered worker (`GET /api/workers`).

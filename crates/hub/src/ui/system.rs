@@ -21,12 +21,16 @@ struct SystemPage {
 }
 
 pub(crate) async fn page(State(hub): State<Hub>, session: Session) -> PageResult<Response> {
-    let (blas, mem) =
-        tokio::task::spawn_blocking(|| (mlx::system::blas(), mlx::system::memory_stats()))
-            .await
-            .map_err(|e| crate::error::HubError::Internal(e.to_string()))?;
-    let device = mlx::system::default_device();
-    let facts = vec![
+    let (blas, mem, host) = tokio::task::spawn_blocking(|| {
+        (
+            mlx::system::blas(),
+            mlx::system::memory_stats(),
+            crate::host::HostInfo::detect(),
+        )
+    })
+    .await
+    .map_err(|e| crate::error::HubError::Internal(e.to_string()))?;
+    let mut facts = vec![
         (
             "mlx-hub",
             format!(
@@ -46,15 +50,24 @@ pub(crate) async fn page(State(hub): State<Hub>, session: Session) -> PageResult
         (
             "Device",
             format!(
-                "{} (GPU available: {})",
-                device.name(),
-                if mlx::system::Device::Gpu.is_available() {
-                    "yes"
-                } else {
-                    "no"
-                }
+                "{}{} (GPU available: {})",
+                host.device,
+                host.device_name
+                    .as_ref()
+                    .map(|n| format!(" — {n}"))
+                    .unwrap_or_default(),
+                if host.gpu_available { "yes" } else { "no" }
             ),
         ),
+    ];
+    if let Some(g) = &host.gpu {
+        facts.push((
+            "GPU working set",
+            g.max_recommended_working_set_bytes
+                .map_or("unknown".into(), |b| fmt_bytes(b as i64)),
+        ));
+    }
+    facts.extend([
         (
             "BLAS",
             format!(
@@ -70,8 +83,13 @@ pub(crate) async fn page(State(hub): State<Hub>, session: Session) -> PageResult
             },
         ),
         ("Data directory", hub.config.data_dir.display().to_string()),
-    ];
+    ]);
     let mut memory = vec![
+        (
+            "Physical",
+            host.memory_bytes
+                .map_or("unknown".into(), |b| fmt_bytes(b as i64)),
+        ),
         ("MLX active", fmt_bytes(mem.active as i64)),
         ("MLX peak", fmt_bytes(mem.peak as i64)),
         ("MLX cache", fmt_bytes(mem.cache as i64)),

@@ -579,6 +579,7 @@ fn train_on_thread(
     on_event: &mut dyn FnMut(&TrainEvent),
 ) -> Result<usize, Failure> {
     let t0 = std::time::Instant::now();
+    crate::host::wire_gpu_memory_for(model_dir);
     let model = load_span
         .in_scope(|| Llama::load(model_dir))
         .map_err(|e| fail(format!("loading the base model: {e}")))?;
