@@ -28,6 +28,7 @@ TARGET=aarch64-unknown-linux-gnu
 SYSROOT=/usr/aarch64-linux-gnu
 TARGET_DIR="$PWD/target/aarch64-cross"
 MLX_VERSION=$(sed -n 's/^const MLX_VERSION: &str = "\(.*\)";$/\1/p' crates/mlx/build.rs)
+[[ -n $MLX_VERSION ]] || { echo "error: no MLX_VERSION pin in crates/mlx/build.rs" >&2; exit 1; }
 WHEEL_TAG=manylinux_2_35_aarch64
 WHEEL="mlx_cpu-${MLX_VERSION}-py3-none-${WHEEL_TAG}.whl"
 WHEEL_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mlx-hub/wheels"
