@@ -5,6 +5,11 @@
 //! 1. `MLX_DIR`: a folder holding `include/` and `lib/`;
 //! 2. an importable Python `mlx` (`python3 -m mlx --cmake-dir`), if it matches the pin;
 //! 3. the pinned wheels installed with `python3 -m pip install --target <cache>`.
+//!
+//! Cross-compiling (a target whose arch or OS is not the build machine's): the host's
+//! Python mlx and its wheels are for the wrong machine, so step 2 is skipped and step 3
+//! fetches the target's `mlx-cpu` wheel (Linux targets) into a cache of its own; OpenBLAS
+//! is looked for only in the target's multiarch folders, never the host's.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -46,6 +51,7 @@ fn main() {
     let lib = root.join("lib");
 
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let openblas = if target_os == "linux" && env::var_os("MLX_HUB_NO_OPENBLAS").is_none() {
         find_openblas()
     } else {
@@ -66,6 +72,10 @@ fn main() {
     if openblas.is_some() {
         build.define("MLX_HUB_OPENBLAS", "1");
     }
+    if target_arch == "aarch64" {
+        // GCC's note that std::pair's argument passing changed in GCC 10 (MLX's headers).
+        build.flag_if_supported("-Wno-psabi");
+    }
     build.compile("mlxshim");
 
     // Order matters: OpenBLAS must come before libmlx in the link line (and so in the
@@ -75,6 +85,20 @@ fn main() {
             println!("cargo:rustc-link-search=native={}", dir.display());
             println!("cargo:rustc-link-lib=dylib=openblas");
             println!("cargo:rustc-cfg=mlx_openblas");
+        }
+        None if target_os == "linux"
+            && env::var_os("MLX_HUB_NO_OPENBLAS").is_none()
+            && cross_compiling() =>
+        {
+            println!(
+                "cargo:warning=OpenBLAS for {} not found in /usr/lib/{} or /usr/{}/lib: \
+                 MLX will use the wheel's reference BLAS (Debian: install libopenblas-dev \
+                 for the target's architecture, or set OPENBLAS_LIB_DIR or \
+                 MLX_HUB_NO_OPENBLAS=1)",
+                multiarch(),
+                multiarch(),
+                multiarch()
+            );
         }
         None if target_os == "linux" && env::var_os("MLX_HUB_NO_OPENBLAS").is_none() => {
             println!(
@@ -107,6 +131,19 @@ fn has_mlx(root: &Path) -> bool {
         && (lib.join("libmlx.so").is_file() || lib.join("libmlx.dylib").is_file())
 }
 
+/// Whether the target is another machine than the one running this build script.
+fn cross_compiling() -> bool {
+    let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    target_arch != env::consts::ARCH || target_os != env::consts::OS
+}
+
+/// Debian's multiarch tuple for a Linux target (`aarch64-linux-gnu`).
+fn multiarch() -> String {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    format!("{arch}-linux-gnu")
+}
+
 fn python() -> String {
     env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
@@ -124,9 +161,22 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
         ));
     }
 
+    let cross = cross_compiling();
+    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if cross && target_os != "linux" {
+        return Err(format!(
+            "cross-compiling for {target_arch}-{target_os}: set MLX_DIR to that target's MLX"
+        ));
+    }
+
     // An importable Python mlx of the pinned version: `python3 -m mlx --cmake-dir`
-    // prints the package folder, which holds include/ and lib/.
+    // prints the package folder, which holds include/ and lib/. Not when
+    // cross-compiling: that one is built for this machine.
     let py = |arg: &str| {
+        if cross {
+            return None;
+        }
         Command::new(python())
             .args(["-m", "mlx", arg])
             .output()
@@ -146,16 +196,25 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
                 dir.display()
             ));
         }
+        _ if cross => notes.push("cross-compiling: the host's python mlx is not used".into()),
         _ => notes.push("no importable python mlx (`python3 -m mlx --cmake-dir` failed)".into()),
     }
 
-    // The pinned wheels, installed once into a cache shared by every checkout.
-    let cache = cache_dir().join(format!("mlx-{MLX_VERSION}"));
+    // The pinned wheels, installed once into a cache shared by every checkout. A
+    // foreign target gets its own cache and only the `mlx-cpu` wheel (it carries
+    // include/ and lib/libmlx.so; the `mlx` wheel is the Python extension).
+    let cache = if cross {
+        cache_dir().join(format!("mlx-{MLX_VERSION}-{target_arch}-{target_os}"))
+    } else {
+        cache_dir().join(format!("mlx-{MLX_VERSION}"))
+    };
     let root = cache.join("mlx");
     if has_mlx(&root) {
         return Ok((root, format!("wheel cache ({})", cache.display())));
     }
-    let spec = if cfg!(target_os = "macos") {
+    let spec = if cross {
+        format!("mlx-cpu=={MLX_VERSION}")
+    } else if target_os == "macos" {
         format!("mlx=={MLX_VERSION}")
     } else {
         format!("mlx[cpu]=={MLX_VERSION}")
@@ -163,11 +222,15 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
     let staging = cache.with_extension(format!("tmp{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     println!("cargo:warning=installing {spec} into {}", cache.display());
-    let status = Command::new(python())
-        .args(["-m", "pip", "install", "--quiet", "--no-input", "--target"])
-        .arg(&staging)
-        .arg(&spec)
-        .status();
+    let mut pip = Command::new(python());
+    pip.args(["-m", "pip", "install", "--quiet", "--no-input", "--target"])
+        .arg(&staging);
+    if cross {
+        // The tag of the official Linux wheels (pip matches --platform exactly).
+        pip.args(["--only-binary=:all:", "--no-deps", "--platform"])
+            .arg(format!("manylinux_2_35_{target_arch}"));
+    }
+    let status = pip.arg(&spec).status();
     match status {
         Ok(s) if s.success() && has_mlx(&staging.join("mlx")) => {
             // Publish atomically so a concurrent build never sees half an install.
@@ -211,13 +274,14 @@ fn find_openblas() -> Option<PathBuf> {
     if let Some(dir) = env::var_os("OPENBLAS_LIB_DIR") {
         return Some(PathBuf::from(dir));
     }
-    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let candidates = [
-        format!("/usr/lib/{arch}-linux-gnu"),
-        "/usr/lib64".to_string(),
-        "/usr/lib".to_string(),
-        "/usr/local/lib".to_string(),
-    ];
+    // The target's multiarch folder (Debian's libopenblas-dev:<arch> when cross-compiling),
+    // then, for a native build only, the usual host folders.
+    let mut candidates = vec![format!("/usr/lib/{}", multiarch())];
+    if cross_compiling() {
+        candidates.push(format!("/usr/{}/lib", multiarch()));
+    } else {
+        candidates.extend(["/usr/lib64", "/usr/lib", "/usr/local/lib"].map(String::from));
+    }
     candidates
         .into_iter()
         .map(PathBuf::from)

@@ -51,6 +51,8 @@ fn assert_matches(got: &Array, want: &Array, what: &str) {
 fn kernel_is_reported() {
     on_cpu();
     let k = cpu_kernel();
+    // Shown with `--show-output` (scripts/ci/aarch64-kernel-tests.sh checks it).
+    println!("cpu kernel: {} ({} threads)", k.name, k.threads);
     assert!(k.threads >= 1);
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
