@@ -8,7 +8,8 @@
 //! made (no second, release build), and `scripts/` and `examples/` are links to the
 //! repository's. Three rules, and nothing else is rewritten:
 //! - `cargo run --release -p mlx-hub -- ARGS` runs that binary with ARGS, `cargo build`
-//!   has nothing left to do, `cargo test` is what runs this test (skipped);
+//!   has nothing left to do, `cargo test` is what runs this test (skipped) — a `cargo`
+//!   first on the script's `PATH`;
 //! - a command that serves in the foreground (`serve`, or `quickstart` without
 //!   `--no-serve`, not sent to the background with `&`) runs until `/health` answers on
 //!   port 8000, then gets SIGTERM and must exit with status 0;
@@ -82,20 +83,28 @@ fn serves_in_foreground(line: &str) -> bool {
     serving && !words.contains(&"&") && !code.trim_end().ends_with('&')
 }
 
-/// The script: the rules as shell functions, then the blocks.
-fn script(blocks: &[String], bin: &Path) -> String {
+/// `cargo` as the README's commands meet it (first on `PATH`): `run` execs the built
+/// binary (so a backgrounded `cargo run` is the server itself), `build` and `test` have
+/// nothing left to do.
+fn cargo_shim(bin: &Path) -> String {
+    format!(
+        r#"#!/usr/bin/env bash
+case "$1" in
+run) while [ "$1" != "--" ]; do shift; done; shift; exec '{bin}' "$@" ;;
+build) echo "README test: cargo $* — built already ({bin})" ;;
+test) echo "README test: cargo $* — this is it" ;;
+*) echo "README test: unexpected cargo $*" >&2; exit 1 ;;
+esac
+"#,
+        bin = bin.display()
+    )
+}
+
+/// The script: the foreground-server rule as a shell function, then the blocks.
+fn script(blocks: &[String]) -> String {
     let mut s = format!(
         r#"set -euo pipefail
 exec 2>&1
-readme_bin='{bin}'
-cargo() {{
-    case "$1" in
-    run) while [ "$1" != "--" ]; do shift; done; shift; "$readme_bin" "$@" ;;
-    build) echo "README test: cargo $* — built already ($readme_bin)" ;;
-    test) echo "README test: cargo $* — this is it" ;;
-    *) echo "README test: unexpected cargo $*" >&2; return 1 ;;
-    esac
-}}
 readme_serve() {{
     "$@" &
     local pid=$!
@@ -107,8 +116,7 @@ readme_serve() {{
     kill -TERM "$pid"
     wait "$pid"
 }}
-"#,
-        bin = bin.display()
+"#
     );
     for (i, block) in blocks.iter().enumerate() {
         s.push_str(&format!("echo '=== README block {}'\n", i + 1));
@@ -195,12 +203,20 @@ fn readme_commands_run_as_written() {
     for d in ["scripts", "examples"] {
         std::os::unix::fs::symlink(repo().join(d).canonicalize().unwrap(), dir.join(d)).unwrap();
     }
-    let text = script(&blocks, Path::new(env!("CARGO_BIN_EXE_mlx-hub")));
+    let text = script(&blocks);
     std::fs::write(dir.join("readme.sh"), &text).unwrap();
+    let shims = tempfile::tempdir().unwrap();
+    let cargo = shims.path().join("cargo");
+    std::fs::write(&cargo, cargo_shim(Path::new(env!("CARGO_BIN_EXE_mlx-hub")))).unwrap();
+    std::fs::set_permissions(&cargo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![shims.path().to_path_buf()];
+    paths.extend(std::env::split_paths(&path));
 
     let mut cmd = Command::new("bash");
     cmd.arg("readme.sh")
         .current_dir(dir)
+        .env("PATH", std::env::join_paths(paths).unwrap())
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
     for (k, _) in std::env::vars_os() {
@@ -236,8 +252,9 @@ fn readme_commands_run_as_written() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // `--`: a negative pid (the group) after options, else kill(1) may read it as -1
     let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{pgid}")])
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
         .stderr(Stdio::null())
         .status();
     let _ = child.wait();
@@ -251,22 +268,16 @@ fn readme_commands_run_as_written() {
 
     // what the commands answered
     for want in [
-        "quickstart ready",    // the top block's quickstart served
-        "\"production\"",      // the alias, over HTTP
-        ": succeeded",         // jobs submit --wait
-        "\"chat.completion\"", // the chat reply from smollm2-lora
-        "quickstart done",     // --no-serve
+        "quickstart ready",                // the top block's quickstart served
+        "\"aliases\":[\"production\"]",    // the registered version, over HTTP
+        ": succeeded",                     // jobs submit --wait
+        "\"format\":\"mlx-lora-adapter\"", // the trained version…
+        "\"base_version\":{\"id\":",       // …and its lineage
+        "\"object\":\"chat.completion\"",  // the chat reply from smollm2-lora
+        "quickstart done",                 // --no-serve
     ] {
         assert!(output.contains(want), "{want:?} not in the output");
     }
-    let lineage = output
-        .lines()
-        .find(|l| l.contains("\"smollm2-lora\"") || l.contains("\"lineage\""))
-        .unwrap_or_default();
-    assert!(
-        lineage.contains("smollm2"),
-        "the trained version's lineage: {lineage}"
-    );
     // the defaults: everything under the fresh directory's ./storage
     assert!(dir.join("storage/hub.db").is_file());
     assert!(dir.join("smollm2/config.json").is_file());
