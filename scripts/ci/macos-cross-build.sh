@@ -10,15 +10,19 @@
 # link works, but the two copies do not share type_info or their runtime state, so
 # e.g. a C++ exception thrown in libmlx and caught in the shim may not match on a Mac.
 # CoreFoundation and Security are linked against small stand-ins
-# (scripts/ci/macos-stubs/*.tbd) because zig ships no Apple frameworks. The product
-# is built natively on a Mac (Xcode's SDK and toolchain): `cargo build --release`.
+# (scripts/ci/macos-stubs/*.tbd) because zig ships no Apple frameworks; no feature
+# change avoids them: chrono's `clock` (iana-time-zone: CoreFoundation) is required by
+# object_store and by the chat templates' local time, and reqwest 0.13's rustls TLS
+# (object_store's and the OTLP exporter's client) always brings rustls-platform-verifier
+# (Security, CoreFoundation), which is what a real Mac should use anyway. The product
+# is built natively on a Mac (Xcode's SDK and toolchain): `cargo build --release -p mlx-hub`.
 #
 # Toolchain, all from the package registries, pinned and installed idempotently:
 #   * the Rust target aarch64-apple-darwin (rustup);
 #   * zig (PyPI `ziglang`): C/C++ compiler for the target, linker, macOS libSystem;
 #   * cargo-zigbuild (PyPI `cargo-zigbuild`: the upstream project's own prebuilt
-#     binary, the same release as on crates.io; it saves `cargo install`'s minutes
-#     of compiling on CI), in a venv of its own next to ziglang;
+#     binary, the same release as on crates.io; it saves the minute and more that
+#     `cargo install --locked` spends compiling it), in a venv of its own with ziglang;
 #   * MLX's headers and libmlx.dylib from the official `mlx-metal` macOS arm64 wheel
 #     (the `mlx` wheel only holds the Python bindings), at the crate's pinned version.
 # Caches: ${MLX_HUB_CACHE_DIR:-~/.cache/mlx-hub}/macos-cross (venv, wheel, unpacked
