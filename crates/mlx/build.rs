@@ -31,26 +31,30 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo:rerun-if-changed=build.rs");
 
-    let (root, source) = match find_mlx() {
+    // The target's OS, not the build script's own (`cfg!` here is the host's): they
+    // differ when cross-compiling, e.g. the macOS build check from Linux.
+    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let (root, source) = match find_mlx(&target_os) {
         Ok(found) => found,
         Err(why) => {
             eprintln!("\nerror: could not find or install MLX {MLX_VERSION}.\n{why}\n");
             eprintln!("Fix one of:");
             eprintln!("  * set MLX_DIR to a folder with include/mlx/mlx.h and lib/libmlx.*");
-            eprintln!("  * make `python3 -m pip` work (Python 3.10+ with pip), so the build can");
-            eprintln!(
-                "    install the official wheels itself (`mlx[cpu]=={MLX_VERSION}` on Linux)"
-            );
-            eprintln!(
-                "  * install them yourself: python3 -m pip install 'mlx[cpu]=={MLX_VERSION}'"
-            );
+            let wheel = if target_os == "macos" {
+                format!("mlx=={MLX_VERSION}")
+            } else {
+                format!("mlx[cpu]=={MLX_VERSION}")
+            };
+            eprintln!("  * make `python3 -m pip` work with Python 3.10 or newer (MLX has no");
+            eprintln!("    wheels for older ones; a stock Mac's python3 may be 3.9: brew install");
+            eprintln!("    python@3.12, then PYTHON=python3.12), so the build installs `{wheel}`");
+            eprintln!("  * install it yourself: python3 -m pip install '{wheel}'");
             std::process::exit(1);
         }
     };
     let include = root.join("include");
     let lib = root.join("lib");
 
-    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let openblas = if target_os == "linux" && env::var_os("MLX_HUB_NO_OPENBLAS").is_none() {
         find_openblas()
@@ -125,10 +129,15 @@ fn main() {
     println!("cargo:rustc-env=MLX_HUB_MLX_PIN={MLX_VERSION}");
 }
 
-fn has_mlx(root: &Path) -> bool {
-    let lib = root.join("lib");
-    root.join("include/mlx/mlx.h").is_file()
-        && (lib.join("libmlx.so").is_file() || lib.join("libmlx.dylib").is_file())
+/// Whether `root` holds the headers and the target's libmlx (a Linux wheel's `.so`
+/// is no use to a macOS target and the other way round).
+fn has_mlx(root: &Path, target_os: &str) -> bool {
+    let lib = if target_os == "macos" {
+        "libmlx.dylib"
+    } else {
+        "libmlx.so"
+    };
+    root.join("include/mlx/mlx.h").is_file() && root.join("lib").join(lib).is_file()
 }
 
 /// Whether the target is another machine than the one running this build script.
@@ -148,25 +157,29 @@ fn python() -> String {
     env::var("PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
-fn find_mlx() -> Result<(PathBuf, String), String> {
+fn find_mlx(target_os: &str) -> Result<(PathBuf, String), String> {
     let mut notes = Vec::new();
     if let Some(dir) = env::var_os("MLX_DIR") {
         let dir = PathBuf::from(dir);
-        if has_mlx(&dir) {
+        if has_mlx(&dir, target_os) {
             return Ok((dir, "MLX_DIR".into()));
         }
         return Err(format!(
-            "MLX_DIR={} has no include/mlx/mlx.h and lib/libmlx.*",
+            "MLX_DIR={} has no include/mlx/mlx.h and lib/libmlx.* for {target_os}",
             dir.display()
         ));
     }
 
+    // Python's mlx and pip's wheels are the build machine's: a cross build brings its
+    // own MLX — MLX_DIR for macOS (the unpacked mlx-metal wheel's mlx/, as
+    // scripts/ci/macos-cross-build.sh does), or the target's `mlx-cpu` wheel for Linux.
     let cross = cross_compiling();
-    let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     if cross && target_os != "linux" {
         return Err(format!(
-            "cross-compiling for {target_arch}-{target_os}: set MLX_DIR to that target's MLX"
+            "cross-compiling for {}: set MLX_DIR to the target's MLX {MLX_VERSION} \
+             (include/ and lib/, e.g. the unpacked mlx-metal wheel's mlx/ for macOS)",
+            env::var("TARGET").unwrap_or_default()
         ));
     }
 
@@ -187,7 +200,7 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
     match (py("--cmake-dir"), py("--version")) {
         (Some(dir), Some(version)) => {
             let dir = PathBuf::from(dir);
-            if version == MLX_VERSION && has_mlx(&dir) {
+            if version == MLX_VERSION && has_mlx(&dir, target_os) {
                 let note = format!("python ({})", dir.display());
                 return Ok((dir, note));
             }
@@ -209,7 +222,7 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
         cache_dir().join(format!("mlx-{MLX_VERSION}"))
     };
     let root = cache.join("mlx");
-    if has_mlx(&root) {
+    if has_mlx(&root, target_os) {
         return Ok((root, format!("wheel cache ({})", cache.display())));
     }
     let spec = if cross {
@@ -232,11 +245,11 @@ fn find_mlx() -> Result<(PathBuf, String), String> {
     }
     let status = pip.arg(&spec).status();
     match status {
-        Ok(s) if s.success() && has_mlx(&staging.join("mlx")) => {
+        Ok(s) if s.success() && has_mlx(&staging.join("mlx"), target_os) => {
             // Publish atomically so a concurrent build never sees half an install.
             match std::fs::rename(&staging, &cache) {
                 Ok(()) => {}
-                Err(_) if has_mlx(&root) => {
+                Err(_) if has_mlx(&root, target_os) => {
                     let _ = std::fs::remove_dir_all(&staging);
                 }
                 Err(e) => return Err(format!("could not move the wheel into the cache: {e}")),
