@@ -21,7 +21,7 @@
 #   * the Rust target aarch64-apple-darwin (rustup);
 #   * zig (PyPI `ziglang`): C/C++ compiler for the target, linker, macOS libSystem;
 #   * cargo-zigbuild (PyPI `cargo-zigbuild`: the upstream project's own prebuilt
-#     binary, the same release as on crates.io; it saves the minute and more that
+#     binary, the same release as the Rust crate; it saves the minute and more that
 #     `cargo install --locked` spends compiling it), in a venv of its own with ziglang;
 #   * MLX's headers and libmlx.dylib from the official `mlx-metal` macOS arm64 wheel
 #     (the `mlx` wheel only holds the Python bindings), at the crate's pinned version.
