@@ -472,14 +472,19 @@ pub(crate) fn make_private_tmp(tmp_root: &Path) -> StoreResult<(PathBuf, File)> 
         .tempdir_in(tmp_root)
         .map_err(io_err(tmp_root))?
         .keep();
-    let lock_path = dir.join(".lock");
+    // Locked under another name, then renamed: a `.lock` that exists is always held
+    // by its owner, so another process starting now (cleanup_dead_temp_dirs) can never
+    // take it in the instant between its creation and its locking and remove a live
+    // folder. The lock belongs to the open file, so it survives the rename.
+    let (new_path, lock_path) = (dir.join(".lock-new"), dir.join(".lock"));
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
-    lock_exclusive(&lock).map_err(io_err(&lock_path))?;
+        .open(&new_path)
+        .map_err(io_err(&new_path))?;
+    lock_exclusive(&lock).map_err(io_err(&new_path))?;
+    fs::rename(&new_path, &lock_path).map_err(io_err(&lock_path))?;
     Ok((dir, lock))
 }
 
@@ -498,11 +503,11 @@ pub(crate) fn cleanup_dead_temp_dirs(tmp_root: &Path) -> StoreResult<usize> {
                 Err(_) => !is_older_than(&path, std::time::Duration::from_secs(3600)),
             };
             if !owner_alive {
-                fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                remove_unless_gone(fs::remove_dir_all(&path)).map_err(io_err(&path))?;
                 removed += 1;
             }
         } else {
-            fs::remove_file(&path).map_err(io_err(&path))?;
+            remove_unless_gone(fs::remove_file(&path)).map_err(io_err(&path))?;
             removed += 1;
         }
     }
@@ -510,6 +515,15 @@ pub(crate) fn cleanup_dead_temp_dirs(tmp_root: &Path) -> StoreResult<usize> {
         sync_dir(tmp_root)?;
     }
     Ok(removed)
+}
+
+/// Another process's clean-up, or the owner's own at exit, may remove the same entry
+/// at the same moment: gone is as good as removed.
+fn remove_unless_gone(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 fn is_older_than(path: &Path, age: std::time::Duration) -> bool {

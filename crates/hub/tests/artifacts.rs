@@ -234,6 +234,40 @@ fn startup_removes_temp_files_of_dead_processes_only() {
     assert!(!live_tmp.exists());
 }
 
+/// Processes starting together on one data dir (three workers, say): one's start-up
+/// clean-up never removes the private temp folder another is creating. Each open
+/// creates its folder while others clean up; every folder must still be there after.
+#[test]
+fn concurrent_start_ups_never_remove_a_live_temp_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    LocalArtifactStore::open(&root).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut lost = 0;
+                for _ in 0..150 {
+                    let store = LocalArtifactStore::open(&root).unwrap();
+                    if !store.tmp_dir().is_dir() {
+                        lost += 1;
+                    }
+                    std::thread::yield_now();
+                    if !store.tmp_dir().is_dir() {
+                        lost += 1;
+                    }
+                }
+                lost
+            })
+        })
+        .collect();
+    let lost: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        lost, 0,
+        "live temp folders removed by a concurrent start-up"
+    );
+}
+
 #[test]
 fn user_paths_cannot_escape_their_root() {
     let dir = tempfile::tempdir().unwrap();
