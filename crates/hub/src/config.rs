@@ -190,7 +190,7 @@ impl HubConfig {
             .or_else(|| env("MLX_HUB_DATABASE_URL"))
             .or(file.database_url)
             .unwrap_or_else(|| crate::store::sqlite_url(&data_dir.join("hub.db")));
-        let device = DeviceSetting::from_flag_or_env(overrides.device, &env)
+        let device = DeviceSetting::from_flag_or_env(overrides.device, env)
             .map_err(HubError::Config)?
             .or(file.device)
             .unwrap_or_default();
