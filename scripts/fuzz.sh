@@ -27,7 +27,7 @@ fi
 RSS_MB=${FUZZ_RSS_MB:-2048}
 TIMEOUT=${FUZZ_TIMEOUT:-10}
 export RUSTC_BOOTSTRAP=1
-FLAGS=(--sanitizer none --release --debug-assertions --features hub)
+FLAGS=(--sanitizer none --release --debug-assertions --features hub,api)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

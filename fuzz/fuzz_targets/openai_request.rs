@@ -2,7 +2,7 @@
 //! then field validation). The first byte picks the endpoint.
 #![no_main]
 
-use hub::http::{OpenAiEndpoint, decode_openai_request};
+use api::http::{OpenAiEndpoint, decode_openai_request};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,7 @@
 //! `mlx-hub`: the command line. Thin: parses flags and calls the hub and engine.
 
+#![forbid(unsafe_code)]
+
 mod commands;
 
 use clap::{Parser, Subcommand};
@@ -67,22 +69,12 @@ enum Command {
     Convert(commands::convert::Args),
     /// Merge trained adapters into their base model (a new mlx-lm folder).
     Fuse(commands::fuse::Args),
-    /// Matmul GFLOP/s, stock MLX against ours (float32 BLAS, quantized kernel); for
-    /// scripts/perf-report.
-    #[command(hide = true)]
-    BenchMatmul(commands::bench_matmul::Args),
-    /// Registry read latency of a running hub at a fixed rate; for scripts/perf-report.
-    #[command(hide = true)]
-    BenchRegistry(commands::bench_registry::Args),
-    /// PNG charts of target/perf/report.json; for scripts/perf-report.
-    #[command(hide = true)]
-    PerfPlot(commands::perf_plot::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The device before anything computes: flag > MLX_HUB_DEVICE > auto here; commands
-    // with a data dir apply its mlx-hub.toml's `device` too (serve::load_config).
+    // with a data dir apply its mlx-hub.toml's `device` too (commands::load_config).
     commands::set_device_flag(cli.device);
     hub::config::DeviceSetting::from_flag_or_env(cli.device, |k| std::env::var(k).ok())
         .and_then(|d| d.unwrap_or_default().apply())
@@ -111,9 +103,6 @@ fn main() -> anyhow::Result<()> {
         Command::Convert(args) => commands::convert::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Fuse(args) => commands::fuse::run(args),
-        Command::BenchMatmul(args) => commands::bench_matmul::run(args),
-        Command::BenchRegistry(args) => commands::bench_registry::run(args),
-        Command::PerfPlot(args) => commands::perf_plot::run(args),
     }
 }
 

@@ -194,7 +194,7 @@ impl Hub {
                     t.max_seq_length,
                     gib(budget)
                 ),
-                estimate: est.clone(),
+                estimate_bytes: est.total,
                 budget_bytes: budget,
             });
         }

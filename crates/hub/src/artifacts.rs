@@ -18,43 +18,22 @@
 //! its local read-through cache ([`cache::BlobCache`]).
 
 pub mod cache;
+pub mod checkout;
 pub mod s3;
 
+use crate::store::Entity;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::store::{StoreError, StoreResult};
 
-/// Storage tier of a blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Active,
-    Archive,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Active => "active",
-            Tier::Archive => "archive",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Tier> {
-        match s {
-            "active" => Some(Tier::Active),
-            "archive" => Some(Tier::Archive),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::Tier;
 
 /// Result of a put.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -313,14 +292,14 @@ impl LocalArtifactStore {
                 let p = self.blob_path(tier, sha);
                 File::open(&p).map_err(io_err(&p))
             }
-            None => Err(StoreError::not_found("artifact", sha)),
+            None => Err(StoreError::not_found(Entity::Artifact, sha)),
         }
     }
 
     /// Moves a blob to `tier` (idempotent). `NotFound` if absent.
     pub fn set_tier_sync(&self, sha: &str, tier: Tier) -> StoreResult<()> {
         match self.locate_sync(sha)? {
-            None => Err(StoreError::not_found("artifact", sha)),
+            None => Err(StoreError::not_found(Entity::Artifact, sha)),
             Some(t) if t == tier => Ok(()),
             Some(t) => self.move_blob(sha, t, tier),
         }
@@ -350,7 +329,7 @@ impl LocalArtifactStore {
     /// Synchronous [`ArtifactStore::delete`].
     pub fn delete_sync(&self, sha: &str) -> StoreResult<()> {
         match self.locate_sync(sha)? {
-            None => Err(StoreError::not_found("artifact", sha)),
+            None => Err(StoreError::not_found(Entity::Artifact, sha)),
             Some(tier) => {
                 let p = self.blob_path(tier, sha);
                 fs::remove_file(&p).map_err(io_err(&p))?;
@@ -362,7 +341,7 @@ impl LocalArtifactStore {
     /// Re-hashes a blob: true if its content still matches its name.
     pub fn verify_sync(&self, sha: &str) -> StoreResult<bool> {
         match self.locate_sync(sha)? {
-            None => Err(StoreError::not_found("artifact", sha)),
+            None => Err(StoreError::not_found(Entity::Artifact, sha)),
             Some(tier) => Ok(sha256_file(&self.blob_path(tier, sha))?.0 == sha),
         }
     }
@@ -574,14 +553,22 @@ impl Artifacts {
         cache_max_bytes: u64,
         env: impl Fn(&str) -> Option<String>,
     ) -> StoreResult<Artifacts> {
-        match url {
+        let settings = url.map(|u| s3::S3Settings::from_url(u, env)).transpose()?;
+        Self::open_with(settings, data_dir, cache_max_bytes).await
+    }
+
+    /// Opens the artifact store: S3 with `settings` (see
+    /// [`crate::HubConfig::s3`]), else files under `data_dir`.
+    pub async fn open_with(
+        settings: Option<s3::S3Settings>,
+        data_dir: &Path,
+        cache_max_bytes: u64,
+    ) -> StoreResult<Artifacts> {
+        match settings {
             None => Ok(Artifacts::Local(LocalArtifactStore::open(data_dir)?)),
-            Some(u) => {
-                let settings = s3::S3Settings::from_url(u, env)?;
-                Ok(Artifacts::S3(
-                    s3::S3ArtifactStore::open(settings, data_dir, cache_max_bytes).await?,
-                ))
-            }
+            Some(settings) => Ok(Artifacts::S3(
+                s3::S3ArtifactStore::open(settings, data_dir, cache_max_bytes).await?,
+            )),
         }
     }
 

@@ -21,10 +21,19 @@
 //! | body read timeout | —                 | `MLX_HUB_BODY_TIMEOUT_SECS` | `body_timeout_secs` | 60 (longest wait between body chunks) |
 //! | artifact store   | `--artifact-store` | `MLX_HUB_ARTIFACT_STORE`    | `artifact_store`   | none (files under the data dir) |
 //! | blob cache bound | `--cache-max-bytes` | `MLX_HUB_CACHE_MAX_BYTES`  | `cache_max_bytes`  | 20 GiB (S3 store only)          |
+//! | database wait    | —                  | `MLX_HUB_DB_ACQUIRE_TIMEOUT_SECS` | `db_acquire_timeout_secs` | 30 (wait for a pooled connection; how long a request waits on an unreachable database before its 503) |
 //!
 //! An `s3://bucket/prefix` artifact store reads the standard AWS variables
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`), never the TOML file.
+//!
+//! Serving reads `MLX_HUB_SERVING_MEMORY_BYTES`, `MLX_HUB_SERVING_QUEUE`,
+//! `MLX_HUB_SERVING_MAX_RUNNING`, `MLX_HUB_SERVING_PREFILL_CHUNK`,
+//! `MLX_HUB_SERVING_WEIGHTS` (`MLX_HUB_SERVING_DENSE_F32`), `MLX_HUB_PREFIX_CACHE_BYTES`
+//! and `MLX_HUB_KEEP_ALIVE` ([`crate::serving::ServingConfig::from_lookup`]; a bad
+//! value is a start-up error); Hugging Face pulls read the `huggingface_hub`
+//! variables ([`crate::hf::HfSettings::from_lookup`]). This module is the only
+//! reader of the environment: everything below gets its settings from [`HubConfig`].
 //!
 //! A non-loopback host without an API token is refused ([`HubConfig::validate`]).
 
@@ -35,6 +44,7 @@ use serde::Deserialize;
 
 use crate::error::{HubError, HubResult};
 pub use crate::host::DeviceSetting;
+pub use crate::secret::Secret;
 
 pub const CONFIG_FILE: &str = "mlx-hub.toml";
 pub const DEFAULT_PORT: u16 = 8000;
@@ -45,25 +55,6 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Longest wait for the next chunk of a request body.
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A secret string: never shown by `Debug`/`Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// The resolved configuration.
 #[derive(Debug, Clone)]
@@ -96,6 +87,15 @@ pub struct HubConfig {
     pub artifact_store: Option<String>,
     /// Bound of the local blob cache of a remote artifact store.
     pub cache_max_bytes: u64,
+    /// Wait for a pooled database connection (also how long a request waits
+    /// while the database is unreachable before its 503).
+    pub db_acquire_timeout: std::time::Duration,
+    /// The S3 artifact store's settings (from `artifact_store` and the AWS variables).
+    pub s3: Option<crate::artifacts::s3::S3Settings>,
+    /// The serving pool (`MLX_HUB_SERVING_*`, `MLX_HUB_PREFIX_CACHE_BYTES`, `MLX_HUB_KEEP_ALIVE`).
+    pub serving: crate::serving::ServingConfig,
+    /// Hugging Face Hub pulls (the `huggingface_hub` variables: `HF_TOKEN`, `HF_HOME`, …).
+    pub hf: crate::hf::HfSettings,
 }
 
 /// Values given as flags (highest precedence).
@@ -134,6 +134,7 @@ struct FileConfig {
     body_timeout_secs: Option<u64>,
     artifact_store: Option<String>,
     cache_max_bytes: Option<u64>,
+    db_acquire_timeout_secs: Option<f64>,
 }
 
 impl HubConfig {
@@ -288,11 +289,14 @@ impl HubConfig {
             .clone()
             .or_else(|| env("MLX_HUB_ARTIFACT_STORE"))
             .or(file.artifact_store);
-        if let Some(url) = &artifact_store {
-            // early and clear: a bad URL or AWS variable fails at start-up
-            crate::artifacts::s3::S3Settings::from_url(url, env)
-                .map_err(|e| HubError::Config(e.to_string()))?;
-        }
+        // early and clear: a bad URL or AWS variable fails at start-up
+        let s3 = artifact_store
+            .as_deref()
+            .map(|url| crate::artifacts::s3::S3Settings::from_url(url, env))
+            .transpose()
+            .map_err(|e| HubError::Config(e.to_string()))?;
+        let serving = crate::serving::ServingConfig::from_lookup(env).map_err(HubError::Config)?;
+        let hf = crate::hf::HfSettings::from_lookup(env);
         let cache_max_bytes = match overrides.cache_max_bytes {
             Some(b) => b,
             None => match env("MLX_HUB_CACHE_MAX_BYTES") {
@@ -304,6 +308,17 @@ impl HubConfig {
                     .unwrap_or(crate::artifacts::cache::DEFAULT_CACHE_MAX_BYTES),
             },
         };
+        let db_acquire_timeout = match env("MLX_HUB_DB_ACQUIRE_TIMEOUT_SECS") {
+            Some(v) => Some(v.trim().parse::<f64>().map_err(|_| {
+                HubError::Config(format!(
+                    "MLX_HUB_DB_ACQUIRE_TIMEOUT_SECS: {v:?} is not a number of seconds"
+                ))
+            })?),
+            None => file.db_acquire_timeout_secs,
+        }
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| std::time::Duration::from_secs_f64(s.min(3600.0)))
+        .unwrap_or(crate::store::StoreOptions::default().acquire_timeout);
         let config = HubConfig {
             data_dir,
             device,
@@ -321,6 +336,10 @@ impl HubConfig {
             body_timeout,
             artifact_store,
             cache_max_bytes,
+            db_acquire_timeout,
+            s3,
+            serving,
+            hf,
         };
         config.validate()?;
         Ok(config)
@@ -347,6 +366,19 @@ impl HubConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             artifact_store: None,
             cache_max_bytes: crate::artifacts::cache::DEFAULT_CACHE_MAX_BYTES,
+            db_acquire_timeout: crate::store::StoreOptions::default().acquire_timeout,
+            s3: None,
+            serving: crate::serving::ServingConfig::default(),
+            // where Hugging Face pulls cache is the user's, as huggingface_hub has it
+            hf: crate::hf::HfSettings::from_lookup(|k| std::env::var(k).ok()),
+        }
+    }
+
+    /// The database pool's options from this configuration.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            acquire_timeout: self.db_acquire_timeout,
+            ..Default::default()
         }
     }
 
@@ -425,7 +457,11 @@ fn check_cors_origin(origin: &str) -> HubResult<()> {
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ', ',']) || rest.contains("..") {
         return bad("an origin is scheme://host[:port], without a path");
     }
-    if axum::http::HeaderValue::from_str(origin).is_err() {
+    // what an HTTP header value may hold (visible ASCII, space, tab)
+    if !origin
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
         return bad("not a valid header value");
     }
     Ok(())

@@ -1,48 +1,14 @@
-//! The hub's error type and THE table mapping every domain error to an HTTP
-//! status and a stable `{"error": {"message", "type", "code"}}` body.
-//!
-//! | error                                   | status | type              | code                          |
-//! |-----------------------------------------|--------|-------------------|-------------------------------|
-//! | `Store(NotFound)` model / version / …   | 404    | `not_found`       | `model_not_found`, `version_not_found`, `dataset_not_found`, `job_not_found`, `run_not_found`, `alias_not_found`, `artifact_not_found` |
-//! | `Store(Conflict)`                       | 409    | `conflict`        | `model_already_exists`, `model_has_versions`, `conflict` |
-//! | `Store(IllegalTransition)`              | 409    | `conflict`        | `illegal_transition`          |
-//! | `Store(Immutable)`                      | 409    | `conflict`        | `version_immutable`           |
-//! | `Store(LeaseNotHeld)`                   | 409    | `conflict`        | `lease_not_held`              |
-//! | `Store(InvalidInput)`                   | 422    | `invalid_request` | `invalid_input`               |
-//! | `Store(PathEscapesRoot)`                | 422    | `invalid_request` | `path_escapes_root`           |
-//! | `Store(Io/Corrupt/Migrate/Database)`    | 500    | `internal`        | `io_error`, `corrupt_data`, `migration_failed`, `database_error` |
-//! | `Store(IntegrityMismatch)` (sha + object key) | 502 | `upstream`   | `artifact_corrupt`            |
-//! | `Store(ObjectStore)` (S3 request failed) | 502   | `upstream`        | `object_store_error`          |
-//! | `Store(Io)`, `Storage`: disk full (`ENOSPC`, `EDQUOT`) | 507 | `insufficient_storage` | `insufficient_storage` |
-//! | `Store(Io)`, `Storage`: read-only file system (`EROFS`) | 507 | `insufficient_storage` | `read_only_storage` |
-//! | `Store(Database)`: database unreachable (pool timed out or closed, connection refused/reset, server shutting down or starting) | 503 | `unavailable` | `database_unavailable` (with `Retry-After`) |
-//! | `ModelConfig(UnsupportedModelType)`     | 422    | `invalid_request` | `unsupported_model_type`      |
-//! | `ModelConfig(Io)` (no config.json)      | 422    | `invalid_request` | `missing_model_config`        |
-//! | `ModelConfig(other)`                    | 422    | `invalid_request` | `invalid_model_config`        |
-//! | `InvalidModelFolder`                    | 422    | `invalid_request` | `invalid_model_folder`        |
-//! | `DatasetLine` (file + line)             | 422    | `invalid_request` | `invalid_dataset_line`        |
-//! | `InvalidDataset`                        | 422    | `invalid_request` | `invalid_dataset`             |
-//! | `OverMemoryBudget` (estimate, budget)   | 422    | `invalid_request` | `over_memory_budget`          |
-//! | `BadRequest` (malformed JSON, query…)   | 400    | `invalid_request` | `bad_request` / `malformed_json` |
-//! | `UnsupportedMediaType`                  | 415    | `invalid_request` | `unsupported_media_type`      |
-//! | `PayloadTooLarge`                       | 413    | `invalid_request` | `payload_too_large`           |
-//! | `RequestTimeout` (body not sent in time) | 408   | `invalid_request` | `request_timeout`             |
-//! | `Unauthorized`                          | 401    | `auth`            | `missing_token` / `invalid_token` |
-//! | `Forbidden` (cookie session without its CSRF token) | 403 | `auth` | `csrf_token_invalid` |
-//! | `RouteNotFound`                         | 404    | `not_found`       | `route_not_found`             |
-//! | `MethodNotAllowed`                      | 405    | `invalid_request` | `method_not_allowed`          |
-//! | `Overloaded` (serving queue full, budget held by busy models) | 503 | `unavailable` | `server_overloaded` (with `Retry-After`) |
-//! | `InsufficientMemory` (a model larger than the serving budget) | 503 | `unavailable` | `insufficient_memory` |
-//! | `Config`                                | 500    | `internal`        | `invalid_config` (start-up only) |
-//! | `Internal`                              | 500    | `internal`        | `internal`                    |
-//! | `Hf` (Hugging Face pulls)               | 404/403/409/422/502 | see [`crate::hf::HfError::classify`] | `hf_…` |
+//! The hub services' error type. Its row of the one error table
+//! ([`errors::Code`]: status, type, stable code) is [`ErrorCode::error_code`];
+//! store and Hugging Face errors keep their own rows (`#[from]`), engine
+//! errors stay typed.
 //!
 //! 5xx bodies never carry internal details beyond the error's own message.
 
 use std::path::PathBuf;
 
 use engine::config::ConfigError;
-use serde::Serialize;
+pub use errors::{Code, ErrorBody, ErrorCode, storage_fault};
 
 use crate::store::StoreError;
 
@@ -84,13 +50,13 @@ pub enum HubError {
     #[error("{message}")]
     OverMemoryBudget {
         message: String,
-        estimate: crate::admission::MemoryEstimate,
+        estimate_bytes: u64,
         budget_bytes: u64,
     },
 
     /// The request could not be decoded (bad JSON, bad query string, bad path).
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: Code, message: String },
 
     /// JSON body whose shape or values are wrong (serde names the field).
     #[error("{message}")]
@@ -107,12 +73,12 @@ pub enum HubError {
     RequestTimeout(String),
 
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: Code, message: String },
 
     /// Authenticated, but the request is refused (e.g. a cookie session's
     /// state-changing request without its CSRF token).
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: Code, message: String },
 
     #[error("no route for {method} {path}")]
     RouteNotFound { method: String, path: String },
@@ -149,15 +115,6 @@ pub enum HubError {
     Hf(#[from] crate::hf::HfError),
 }
 
-/// The `error` object of an error body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ErrorBody {
-    pub message: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub code: String,
-}
-
 impl HubError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         HubError::Store(StoreError::InvalidInput {
@@ -166,137 +123,53 @@ impl HubError {
         })
     }
 
-    /// The table: (HTTP status, type, code).
-    pub fn classify(&self) -> (u16, &'static str, &'static str) {
-        const INVALID: &str = "invalid_request";
+    pub fn status(&self) -> u16 {
+        self.error_code().status()
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+}
+
+impl ErrorCode for HubError {
+    fn error_code(&self) -> Code {
         match self {
-            HubError::Store(e) => classify_store(e),
+            HubError::Store(e) => e.error_code(),
             HubError::ModelConfig { source, .. } => match source {
-                ConfigError::UnsupportedModelType { .. } => {
-                    (422, INVALID, "unsupported_model_type")
-                }
-                ConfigError::Io { .. } => (422, INVALID, "missing_model_config"),
-                _ => (422, INVALID, "invalid_model_config"),
+                ConfigError::UnsupportedModelType { .. } => Code::UnsupportedModelType,
+                ConfigError::Io { .. } => Code::MissingModelConfig,
+                _ => Code::InvalidModelConfig,
             },
-            HubError::InvalidModelFolder { .. } => (422, INVALID, "invalid_model_folder"),
-            HubError::DatasetLine { .. } => (422, INVALID, "invalid_dataset_line"),
-            HubError::InvalidDataset { .. } => (422, INVALID, "invalid_dataset"),
-            HubError::OverMemoryBudget { .. } => (422, INVALID, "over_memory_budget"),
-            HubError::BadRequest { code, .. } => (400, INVALID, code),
-            HubError::UnprocessableBody { .. } => (422, INVALID, "invalid_body"),
-            HubError::UnsupportedMediaType(_) => (415, INVALID, "unsupported_media_type"),
-            HubError::PayloadTooLarge(_) => (413, INVALID, "payload_too_large"),
-            HubError::RequestTimeout(_) => (408, INVALID, "request_timeout"),
-            HubError::Unauthorized { code, .. } => (401, "auth", code),
-            HubError::Forbidden { code, .. } => (403, "auth", code),
-            HubError::RouteNotFound { .. } => (404, "not_found", "route_not_found"),
-            HubError::MethodNotAllowed { .. } => (405, INVALID, "method_not_allowed"),
-            HubError::Overloaded { .. } => (503, "unavailable", "server_overloaded"),
-            HubError::InsufficientMemory { .. } => (503, "unavailable", "insufficient_memory"),
-            HubError::Config(_) => (500, "internal", "invalid_config"),
-            HubError::Internal(_) => (500, "internal", "internal"),
-            HubError::Storage(e) => storage_fault(e).unwrap_or((500, "internal", "io_error")),
-            HubError::Hf(e) => e.classify(),
+            HubError::InvalidModelFolder { .. } => Code::InvalidModelFolder,
+            HubError::DatasetLine { .. } => Code::InvalidDatasetLine,
+            HubError::InvalidDataset { .. } => Code::InvalidDataset,
+            HubError::OverMemoryBudget { .. } => Code::OverMemoryBudget,
+            HubError::BadRequest { code, .. }
+            | HubError::Unauthorized { code, .. }
+            | HubError::Forbidden { code, .. } => *code,
+            HubError::UnprocessableBody { .. } => Code::InvalidBody,
+            HubError::UnsupportedMediaType(_) => Code::UnsupportedMediaType,
+            HubError::PayloadTooLarge(_) => Code::PayloadTooLarge,
+            HubError::RequestTimeout(_) => Code::RequestTimeout,
+            HubError::RouteNotFound { .. } => Code::RouteNotFound,
+            HubError::MethodNotAllowed { .. } => Code::MethodNotAllowed,
+            HubError::Overloaded { .. } => Code::ServerOverloaded,
+            HubError::InsufficientMemory { .. } => Code::InsufficientMemory,
+            HubError::Config(_) => Code::InvalidConfig,
+            HubError::Internal(_) => Code::Internal,
+            HubError::Storage(e) => errors::io_code(e),
+            HubError::Hf(e) => e.error_code(),
         }
     }
 
-    /// The `Retry-After` (seconds) of a response to this error, if any.
-    pub fn retry_after_secs(&self) -> Option<u64> {
+    fn retry_after_secs(&self) -> Option<u64> {
         match self {
             HubError::Overloaded {
                 retry_after_secs, ..
             } => Some((*retry_after_secs).max(1)),
-            _ if self.code() == "database_unavailable" => Some(DATABASE_RETRY_AFTER_SECS),
-            _ => None,
+            _ => self.error_code().default_retry_after_secs(),
         }
-    }
-
-    pub fn status(&self) -> u16 {
-        self.classify().0
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.classify().2
-    }
-
-    /// The body's `error` object.
-    pub fn body(&self) -> ErrorBody {
-        let (_, kind, code) = self.classify();
-        ErrorBody {
-            message: self.to_string(),
-            kind: kind.to_string(),
-            code: code.to_string(),
-        }
-    }
-}
-
-/// `Retry-After` of a 503 `database_unavailable`: a restarting database is
-/// usually back within seconds.
-pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
-
-/// Disk full and read-only storage: 507, never a 500 (the server is fine, the
-/// storage cannot take the write).
-pub fn storage_fault(e: &std::io::Error) -> Option<(u16, &'static str, &'static str)> {
-    const ENOSPC: i32 = 28;
-    const EROFS: i32 = 30;
-    const EDQUOT: i32 = 122;
-    match e.raw_os_error() {
-        Some(ENOSPC | EDQUOT) => Some((507, "insufficient_storage", "insufficient_storage")),
-        Some(EROFS) => Some((507, "insufficient_storage", "read_only_storage")),
-        _ => match e.kind() {
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-                Some((507, "insufficient_storage", "insufficient_storage"))
-            }
-            std::io::ErrorKind::ReadOnlyFilesystem => {
-                Some((507, "insufficient_storage", "read_only_storage"))
-            }
-            _ => None,
-        },
-    }
-}
-
-fn classify_store(e: &StoreError) -> (u16, &'static str, &'static str) {
-    let status = e.http_status();
-    match e {
-        StoreError::NotFound { entity, .. } => (
-            404,
-            "not_found",
-            match *entity {
-                "model" => "model_not_found",
-                "model version" => "version_not_found",
-                "dataset" => "dataset_not_found",
-                "job" => "job_not_found",
-                "run" => "run_not_found",
-                "alias" => "alias_not_found",
-                "artifact" => "artifact_not_found",
-                _ => "not_found",
-            },
-        ),
-        StoreError::Conflict {
-            entity, message, ..
-        } => (
-            409,
-            "conflict",
-            match *entity {
-                "model" if message.contains("already exists") => "model_already_exists",
-                "model" if message.contains("versions") => "model_has_versions",
-                _ => "conflict",
-            },
-        ),
-        StoreError::IllegalTransition { .. } => (409, "conflict", "illegal_transition"),
-        StoreError::Immutable { .. } => (409, "conflict", "version_immutable"),
-        StoreError::LeaseNotHeld { .. } => (409, "conflict", "lease_not_held"),
-        StoreError::InvalidInput { .. } => (422, "invalid_request", "invalid_input"),
-        StoreError::PathEscapesRoot { .. } => (422, "invalid_request", "path_escapes_root"),
-        StoreError::Database(_) if status == 503 => (503, "unavailable", "database_unavailable"),
-        StoreError::Io { source, .. } => {
-            storage_fault(source).unwrap_or((500, "internal", "io_error"))
-        }
-        StoreError::Corrupt { .. } => (500, "internal", "corrupt_data"),
-        StoreError::IntegrityMismatch { .. } => (502, "upstream", "artifact_corrupt"),
-        StoreError::ObjectStore { .. } => (502, "upstream", "object_store_error"),
-        StoreError::Migrate(_) => (500, "internal", "migration_failed"),
-        StoreError::Database(_) => (500, "internal", "database_error"),
     }
 }
 
@@ -328,9 +201,17 @@ mod tests {
                 path: "/data/x".into(),
                 source: os(errno),
             });
-            assert_eq!(e.classify(), (507, "insufficient_storage", code), "{e}");
+            assert_eq!(
+                (e.status(), e.error_code().kind(), e.code()),
+                (507, "insufficient_storage", code),
+                "{e}"
+            );
             let e = HubError::from(os(errno));
-            assert_eq!(e.classify(), (507, "insufficient_storage", code), "{e}");
+            assert_eq!(
+                (e.status(), e.error_code().kind(), e.code()),
+                (507, "insufficient_storage", code),
+                "{e}"
+            );
             assert_eq!(e.retry_after_secs(), None);
         }
         // other I/O errors stay 500s
@@ -353,14 +234,20 @@ mod tests {
         ] {
             let e = HubError::Store(StoreError::Database(e));
             assert_eq!(
-                e.classify(),
+                (e.status(), e.error_code().kind(), e.code()),
                 (503, "unavailable", "database_unavailable"),
                 "{e}"
             );
-            assert_eq!(e.retry_after_secs(), Some(DATABASE_RETRY_AFTER_SECS));
+            assert_eq!(
+                e.retry_after_secs(),
+                Some(errors::DATABASE_RETRY_AFTER_SECS)
+            );
         }
         let e = HubError::Store(StoreError::Database(sqlx::Error::RowNotFound));
-        assert_eq!(e.classify(), (500, "internal", "database_error"));
+        assert_eq!(
+            (e.status(), e.error_code().kind(), e.code()),
+            (500, "internal", "database_error")
+        );
         assert_eq!(e.retry_after_secs(), None);
     }
 }

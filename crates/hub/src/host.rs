@@ -1,6 +1,7 @@
-//! This machine as MLX sees it — the device in use, physical memory, the GPU's limits —
-//! and the one device setting (`auto`, `cpu`, `gpu`). One description for `doctor`,
-//! workers' capabilities, serving's memory budget and the UI's system page.
+//! This machine as MLX sees it — the MLX linked, the device in use, its BLAS,
+//! physical memory, the GPU's limits, the host name — and the one device setting
+//! (`auto`, `cpu`, `gpu`). One description ([`HostInfo`]) for `doctor`, workers'
+//! capabilities, lineage, serving's memory budget, `/metrics` and the UI's system page.
 
 use std::str::FromStr;
 
@@ -97,9 +98,22 @@ pub struct GpuInfo {
     pub resource_limit: Option<u64>,
 }
 
-/// This machine: the device MLX uses, its name, physical memory, the GPU's limits.
+/// The hub's commit (build time: `$MLX_HUB_COMMIT` or `git rev-parse HEAD`).
+pub const GIT_COMMIT: &str = env!("MLX_HUB_GIT_COMMIT");
+/// sha256 of the workspace's `Cargo.lock` at build time.
+pub const CARGO_LOCK_SHA256: &str = env!("MLX_HUB_CARGO_LOCK_SHA256");
+
+/// This machine: the MLX linked, the device MLX uses, its name, the BLAS,
+/// physical memory, the GPU's limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostInfo {
+    /// The MLX library linked (`mlx::system::PINNED_VERSION` is the one built for).
+    pub mlx_version: String,
+    /// The BLAS MLX uses on the CPU: `kind (library)`.
+    pub blas: String,
+    pub arch: &'static str,
+    pub os: &'static str,
+    pub hostname: String,
     /// `cpu` or `gpu`: MLX's default device now.
     pub device: &'static str,
     pub gpu_available: bool,
@@ -117,7 +131,17 @@ impl HostInfo {
         let device = mlx::system::default_device();
         let gpu = gpu_info();
         let info = mlx::system::device_info(device).unwrap_or_default();
+        let blas = mlx::system::blas();
         HostInfo {
+            mlx_version: mlx::system::version(),
+            blas: if blas.library.is_empty() {
+                blas.kind.to_string()
+            } else {
+                format!("{} ({})", blas.kind, blas.library)
+            },
+            arch: std::env::consts::ARCH,
+            os: std::env::consts::OS,
+            hostname: hostname(),
             device: device.name(),
             gpu_available: gpu.is_some(),
             device_name: info.name().map(str::to_string),
@@ -125,6 +149,32 @@ impl HostInfo {
             memory_bytes: memory_bytes(),
             gpu,
         }
+    }
+}
+
+/// This machine's name (`localhost` when it has none usable).
+pub fn hostname() -> String {
+    Some(
+        gethostname::gethostname()
+            .to_string_lossy()
+            .trim()
+            .to_string(),
+    )
+    .filter(|h| !h.is_empty() && !h.contains('/') && !h.chars().any(char::is_control))
+    .unwrap_or_else(|| "localhost".into())
+}
+
+/// What this machine offers as a job worker: MLX's default device, the
+/// machine's physical memory, the linked MLX version.
+pub fn worker_capabilities() -> crate::store::WorkerCapabilities {
+    use crate::store::DeviceKind;
+    crate::store::WorkerCapabilities {
+        device: match mlx::system::default_device() {
+            Device::Gpu => DeviceKind::Gpu,
+            Device::Cpu => DeviceKind::Cpu,
+        },
+        memory_bytes: memory_bytes().unwrap_or(0),
+        mlx_version: mlx::system::version(),
     }
 }
 

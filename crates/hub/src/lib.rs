@@ -1,15 +1,18 @@
-//! The hub service: registry, datasets, artifacts, jobs and workers, tracking,
-//! serving, UI. Talks to models only through the `engine` crate.
+//! The hub's services: registry, datasets, artifacts, jobs and their runner,
+//! tracking (MLflow), serving pool, Hugging Face pulls. Talks to models only
+//! through the `engine` crate, to the database only through the `store` crate;
+//! the HTTP face is the `api` crate.
 //!
-//! - [`store`]: metadata in SQLite or PostgreSQL; [`artifacts`]:
+//! - `store` (re-exported): metadata in SQLite or PostgreSQL; [`artifacts`]:
 //!   content-addressed files; [`paths`]: user-supplied path checks.
-//! - [`config`]: flags > `MLX_HUB_*` > `mlx-hub.toml` > defaults.
-//! - [`error`]: the one table from domain errors to HTTP statuses and bodies.
+//! - [`config`]: flags > `MLX_HUB_*` > `mlx-hub.toml` > defaults, read once.
+//! - [`error`]: the services' error type (its codes: `errors::Code`).
 //! - [`service::Hub`]: the façade shared by the HTTP API and the CLI, with
 //!   [`registry`] (model folders), [`dataset_import`] (JSONL datasets) and
 //!   [`training`] (job submission).
-//! - [`http`]: the axum router; [`server`]: serving it; [`observability`]:
-//!   `/metrics`, request spans and ids; [`ui`]: the admin UI's pages.
+//! - [`observability`]: training figures, log format and OTLP export.
+
+#![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod artifacts;
@@ -18,19 +21,17 @@ pub mod dataset_import;
 pub mod error;
 pub mod hf;
 pub mod host;
-pub mod http;
 pub mod mlflow;
 pub mod observability;
 pub mod owner;
 pub mod paths;
 pub mod recovery;
 pub mod registry;
-pub mod server;
+pub mod secret;
 pub mod service;
 pub mod serving;
-pub mod store;
+pub use store;
 pub mod training;
-pub mod ui;
 pub mod worker;
 
 /// Makes ring the process's default rustls provider (idempotent). reqwest 0.13

@@ -36,15 +36,6 @@ pub enum OwnerState {
     Unknown,
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty() && !s.contains('/'))
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// The id of the data directory's owners folder, created on first use
 /// (written to a temporary file and renamed, so readers see all or nothing).
 fn dir_id(dir: &Path, create: bool) -> Option<String> {
@@ -98,7 +89,7 @@ impl ProcessOwner {
         lock.lock()?;
         std::fs::rename(&staging, lock_path(data_dir, &name))?;
         Ok(ProcessOwner {
-            id: format!("{}/{dir_id}/{name}", host_name()),
+            id: format!("{}/{dir_id}/{name}", crate::host::hostname()),
             _lock: lock,
         })
     }
@@ -115,7 +106,7 @@ pub fn owner_state(data_dir: &Path, owner: &str) -> OwnerState {
     let (Some(host), Some(dir), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         return OwnerState::Unknown;
     };
-    if host != host_name() || name.is_empty() || name.contains(['/', '.']) {
+    if host != crate::host::hostname() || name.is_empty() || name.contains(['/', '.']) {
         return OwnerState::Unknown;
     }
     // another data directory's processes (or one we can't identify)

@@ -10,6 +10,7 @@
 //! the row exists, the version is marked `failed` and the blobs this
 //! registration created are removed again.
 
+use crate::store::Entity;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -374,6 +375,165 @@ fn check_safetensors_header(header: &serde_json::Value, data_len: u64) -> Result
     Ok(())
 }
 
+/// How a registered version goes live once its files are recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// `ready` at once (a folder registration).
+    Ready,
+    /// `ready` in the same transaction that completes the training job that
+    /// made it (its worker must hold the lease).
+    CompletingJob { job_id: i64, worker_id: String },
+}
+
+/// Everything [`register_version`] needs.
+#[derive(Debug, Clone)]
+pub struct NewRegistration {
+    pub model_name: String,
+    /// Create the model, with this description, when it does not exist yet
+    /// (`None`: it must exist).
+    pub create_model: Option<String>,
+    pub version: NewVersion,
+    /// (relative `/` path in the version, file to read), checked relative.
+    pub files: Vec<(String, PathBuf)>,
+    /// Record only the files' hashes and leave them where they are.
+    pub link: bool,
+    /// Alias to point at the version once it is live.
+    pub alias: Option<String>,
+    /// The process that registers (crash recovery finds its dead owner's rows).
+    pub owner: Option<String>,
+    pub publish: Publish,
+}
+
+/// THE way a version comes to exist: the model found (or created, racing
+/// other registrations safely), the version row `registering`, each file
+/// stored content-addressed (or hashed, with `link`) and recorded, the version
+/// published, the alias set. Past the row, any failure marks the version
+/// `failed` and removes the blobs this registration created (unless something
+/// else uses them meanwhile): nothing half-registered stays `ready`.
+pub async fn register_version(
+    store: &crate::store::Store,
+    artifacts: &crate::artifacts::Artifacts,
+    reg: NewRegistration,
+) -> HubResult<ModelVersion> {
+    for (rel, _) in &reg.files {
+        check_relative_path(rel)?;
+    }
+    let model = get_or_create_model(store, &reg.model_name, reg.create_model.as_deref()).await?;
+    let version = store
+        .create_version_owned(model.id, &reg.version, reg.owner.as_deref())
+        .await?;
+    let mut created: Vec<String> = Vec::new();
+    let filled = fill_version(store, artifacts, version.id, &reg, &mut created).await;
+    if let Err(e) = filled {
+        tracing::warn!(version_id = version.id, error = %e, "registration failed");
+        undo_blobs(store, artifacts, &created).await;
+        if let Err(e2) = store.mark_version_failed(version.id, &e.to_string()).await {
+            tracing::error!(version_id = version.id, error = %e2, "could not mark version failed");
+        }
+        return Err(e);
+    }
+    if let Some(alias) = &reg.alias {
+        store.set_alias(model.id, alias, version.id).await?;
+    }
+    Ok(store.get_version(version.id).await?)
+}
+
+/// The model `name`; with `create` set, created when missing (a concurrent
+/// creation of the same name is not an error).
+pub async fn get_or_create_model(
+    store: &crate::store::Store,
+    name: &str,
+    create: Option<&str>,
+) -> HubResult<Model> {
+    match store.get_model_by_name(name).await {
+        Ok(m) => Ok(m),
+        Err(e) if e.is_not_found() => {
+            let Some(description) = create else {
+                return Err(e.into());
+            };
+            match store
+                .create_model(&NewModel {
+                    name: name.to_string(),
+                    description: description.to_string(),
+                    tags: Vec::new(),
+                })
+                .await
+            {
+                Ok(m) => Ok(m),
+                Err(StoreError::Conflict { .. }) => Ok(store.get_model_by_name(name).await?),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn fill_version(
+    store: &crate::store::Store,
+    artifacts: &crate::artifacts::Artifacts,
+    version_id: i64,
+    reg: &NewRegistration,
+    created: &mut Vec<String>,
+) -> HubResult<()> {
+    let mut files = Vec::with_capacity(reg.files.len());
+    for (rel, abs) in &reg.files {
+        let (sha, size) = if reg.link {
+            let p = abs.clone();
+            tokio::task::spawn_blocking(move || sha256_file(&p))
+                .await
+                .map_err(|e| HubError::Internal(e.to_string()))??
+        } else {
+            let out = artifacts.put_file(abs).await?;
+            if out.created {
+                created.push(out.sha256.clone());
+            }
+            let rec = store
+                .record_artifact(&out.sha256, out.size_bytes as i64)
+                .await?;
+            if rec.tier == Tier::Archive {
+                store.set_artifact_tier(&out.sha256, Tier::Active).await?;
+            }
+            (out.sha256, out.size_bytes)
+        };
+        files.push(VersionFile {
+            path: rel.clone(),
+            size_bytes: size as i64,
+            sha256: sha,
+        });
+    }
+    store.add_version_files(version_id, &files).await?;
+    match &reg.publish {
+        Publish::Ready => {
+            store.mark_version_ready(version_id).await?;
+        }
+        Publish::CompletingJob { job_id, worker_id } => {
+            store
+                .complete_with_version(*job_id, worker_id, version_id)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes blobs a failed registration created, unless something else
+/// refers to them meanwhile.
+async fn undo_blobs(
+    store: &crate::store::Store,
+    artifacts: &crate::artifacts::Artifacts,
+    created: &[String],
+) {
+    for sha in created {
+        match store.live_references(sha).await {
+            Ok(0) => {}
+            _ => continue,
+        }
+        let _ = store.delete_artifact_record(sha).await;
+        if let Err(e) = artifacts.delete(sha).await {
+            tracing::warn!(sha, error = %e, "could not remove blob of a failed registration");
+        }
+    }
+}
+
 impl Hub {
     /// Registers the folder as the next version of an existing model.
     pub async fn register_model_folder(
@@ -383,7 +543,9 @@ impl Hub {
         root: &Path,
     ) -> HubResult<ModelVersion> {
         let model = self.store.get_model_by_name(model_name).await?;
-        self.register_into(&model, req, root).await
+        self.precheck(req)?;
+        let scan = self.scan_blocking(root, &req.path).await?;
+        self.register_scanned(&model.name, None, req, scan).await
     }
 
     /// Like [`Hub::register_model_folder`], creating the model when missing
@@ -397,29 +559,7 @@ impl Hub {
         // validate everything before creating the model row
         let scan = self.scan_blocking(root, &req.path).await?;
         self.precheck(req)?;
-        let model = match self.store.get_model_by_name(model_name).await {
-            Ok(m) => m,
-            Err(e) if e.is_not_found() => {
-                match self
-                    .store
-                    .create_model(&NewModel {
-                        name: model_name.to_string(),
-                        description: String::new(),
-                        tags: Vec::new(),
-                    })
-                    .await
-                {
-                    Ok(m) => m,
-                    // created concurrently
-                    Err(StoreError::Conflict { .. }) => {
-                        self.store.get_model_by_name(model_name).await?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.register_scanned(&model, req, scan).await
+        self.register_scanned(model_name, Some(""), req, scan).await
     }
 
     fn precheck(&self, req: &RegisterFolder) -> HubResult<()> {
@@ -441,20 +581,10 @@ impl Hub {
             .map_err(|e| HubError::Internal(e.to_string()))?
     }
 
-    async fn register_into(
-        &self,
-        model: &Model,
-        req: &RegisterFolder,
-        root: &Path,
-    ) -> HubResult<ModelVersion> {
-        self.precheck(req)?;
-        let scan = self.scan_blocking(root, &req.path).await?;
-        self.register_scanned(model, req, scan).await
-    }
-
     async fn register_scanned(
         &self,
-        model: &Model,
+        model_name: &str,
+        create_model: Option<&str>,
         req: &RegisterFolder,
         scan: FolderScan,
     ) -> HubResult<ModelVersion> {
@@ -463,11 +593,13 @@ impl Hub {
         } else {
             "cas://".to_string()
         };
-        let version = self
-            .store
-            .create_version_owned(
-                model.id,
-                &NewVersion {
+        register_version(
+            &self.store,
+            &self.artifacts,
+            NewRegistration {
+                model_name: model_name.to_string(),
+                create_model: create_model.map(str::to_string),
+                version: NewVersion {
                     format: "mlx".into(),
                     architecture: Some(scan.architecture.clone()),
                     parameter_count: Some(scan.parameter_count),
@@ -481,88 +613,14 @@ impl Hub {
                         ..Lineage::default()
                     },
                 },
-                Some(self.owner.id()),
-            )
-            .await?;
-        let mut created: Vec<String> = Vec::new();
-        match self
-            .fill_version(version.id, req.link, &scan, &mut created)
-            .await
-        {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(version_id = version.id, error = %e, "registration failed");
-                self.undo_blobs(&created).await;
-                if let Err(e2) = self
-                    .store
-                    .mark_version_failed(version.id, &e.to_string())
-                    .await
-                {
-                    tracing::error!(version_id = version.id, error = %e2, "could not mark version failed");
-                }
-                return Err(e);
-            }
-        }
-        if let Some(alias) = &req.alias {
-            self.store.set_alias(model.id, alias, version.id).await?;
-        }
-        Ok(self.store.get_version(version.id).await?)
-    }
-
-    async fn fill_version(
-        &self,
-        version_id: i64,
-        link: bool,
-        scan: &FolderScan,
-        created: &mut Vec<String>,
-    ) -> HubResult<()> {
-        let mut files = Vec::with_capacity(scan.files.len());
-        for (rel, abs) in &scan.files {
-            let (sha, size) = if link {
-                let p = abs.clone();
-                tokio::task::spawn_blocking(move || sha256_file(&p))
-                    .await
-                    .map_err(|e| HubError::Internal(e.to_string()))??
-            } else {
-                let out = self.artifacts.put_file(abs).await?;
-                if out.created {
-                    created.push(out.sha256.clone());
-                }
-                let rec = self
-                    .store
-                    .record_artifact(&out.sha256, out.size_bytes as i64)
-                    .await?;
-                if rec.tier == Tier::Archive {
-                    self.store
-                        .set_artifact_tier(&out.sha256, Tier::Active)
-                        .await?;
-                }
-                (out.sha256, out.size_bytes)
-            };
-            files.push(VersionFile {
-                path: rel.clone(),
-                size_bytes: size as i64,
-                sha256: sha,
-            });
-        }
-        self.store.add_version_files(version_id, &files).await?;
-        self.store.mark_version_ready(version_id).await?;
-        Ok(())
-    }
-
-    /// Removes blobs a failed registration created, unless something else
-    /// refers to them meanwhile.
-    async fn undo_blobs(&self, created: &[String]) {
-        for sha in created {
-            match self.store.live_references(sha).await {
-                Ok(0) => {}
-                _ => continue,
-            }
-            let _ = self.store.delete_artifact_record(sha).await;
-            if let Err(e) = self.artifacts.delete(sha).await {
-                tracing::warn!(sha, error = %e, "could not remove blob of a failed registration");
-            }
-        }
+                files: scan.files,
+                link: req.link,
+                alias: req.alias.clone(),
+                owner: Some(self.owner.id().to_string()),
+                publish: Publish::Ready,
+            },
+        )
+        .await
     }
 
     /// `ready | failed → archived`; blobs no live version uses move to the
@@ -590,7 +648,7 @@ impl Hub {
         let v = self.store.resolve_version(model.id, vref).await?;
         if v.status != VersionStatus::Archived {
             return Err(StoreError::IllegalTransition {
-                entity: "model version",
+                entity: Entity::Version,
                 key: v.id.to_string(),
                 from: v.status.to_string(),
                 to: "ready".into(),

@@ -26,7 +26,8 @@ impl Hub {
     /// connects to the database, applies migrations, opens the artifact store
     /// (which removes temporary files left by dead processes).
     pub async fn open(config: HubConfig) -> HubResult<Hub> {
-        Self::open_with(config, StoreOptions::from_env()).await
+        let options = config.store_options();
+        Self::open_with(config, options).await
     }
 
     pub async fn open_with(config: HubConfig, options: StoreOptions) -> HubResult<Hub> {
@@ -38,13 +39,9 @@ impl Hub {
         })?;
         let store = Store::connect_with(&config.database_url, options).await?;
         store.migrate().await?;
-        let artifacts = Artifacts::open(
-            config.artifact_store.as_deref(),
-            &config.data_dir,
-            config.cache_max_bytes,
-            |k| std::env::var(k).ok(),
-        )
-        .await?;
+        let artifacts =
+            Artifacts::open_with(config.s3.clone(), &config.data_dir, config.cache_max_bytes)
+                .await?;
         Self::with_artifacts(config, store, artifacts)
     }
 
@@ -82,7 +79,7 @@ impl Hub {
             store.clone(),
             artifacts.clone(),
             &config.data_dir,
-            crate::serving::ServingConfig::from_env(),
+            config.serving.clone(),
         );
         Ok(Hub {
             store,

@@ -26,7 +26,7 @@ impl Array {
     pub(crate) fn from_raw(raw: *mut ffi::mlxs_array) -> Result<Array> {
         match NonNull::new(raw) {
             Some(raw) => Ok(Array { raw }),
-            None => Err(crate::transforms::take_pending().unwrap_or_else(Error::last)),
+            None => Err(crate::error::take_pending().unwrap_or_else(Error::last)),
         }
     }
 

@@ -1,3 +1,6 @@
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::resume_unwind;
 use std::path::PathBuf;
 
 /// Everything that can go wrong in this crate. MLX's own C++ exceptions arrive as
@@ -36,6 +39,32 @@ pub(crate) fn check(status: std::ffi::c_int) -> Result<()> {
     if status == 0 {
         Ok(())
     } else {
-        Err(crate::transforms::take_pending().unwrap_or_else(Error::last))
+        Err(take_pending().unwrap_or_else(Error::last))
+    }
+}
+
+/// What a Rust closure called back from MLX (see `transforms`) left for the
+/// Rust side: its error, or its panic to resume.
+pub(crate) enum Pending {
+    Error(Error),
+    Panic(Box<dyn Any + Send>),
+}
+
+thread_local! {
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
+
+/// Parks a closure's failure until the FFI call that ran it returns.
+pub(crate) fn park(p: Pending) {
+    PENDING.with(|slot| *slot.borrow_mut() = Some(p));
+}
+
+/// The error a closure raised during the last FFI call on this thread, if any.
+/// A panic in a closure is resumed here, on the Rust side of the boundary.
+pub(crate) fn take_pending() -> Option<Error> {
+    match PENDING.with(|p| p.borrow_mut().take()) {
+        None => None,
+        Some(Pending::Error(e)) => Some(e),
+        Some(Pending::Panic(payload)) => resume_unwind(payload),
     }
 }

@@ -239,6 +239,40 @@ pub fn reference_blas_library() -> Option<std::path::PathBuf> {
         })
 }
 
+/// Re-runs this program with `args` and the wheel's reference BLAS preloaded (the
+/// dynamic loader then binds libmlx's `cblas_*` calls to it) and reads what it
+/// prints: the BLAS kind, then figures. `Ok(None)` when the wheel ships no
+/// reference BLAS (macOS, or a libmlx not from a wheel). For benchmarks.
+pub fn run_self_with_reference_blas(
+    args: &[&str],
+) -> std::result::Result<Option<(String, Vec<f64>)>, String> {
+    let Some(lib) = reference_blas_library() else {
+        return Ok(None);
+    };
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(args)
+        .env("LD_PRELOAD", &lib)
+        .output()
+        .map_err(|e| format!("running the stock-BLAS measurement: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "stock-BLAS run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut parts = text.split_whitespace();
+    let kind = parts.next().unwrap_or("unknown").to_string();
+    let values = parts
+        .map(|v| {
+            v.parse::<f64>()
+                .map_err(|e| format!("stock-BLAS run printed {v:?}: {e}"))
+        })
+        .collect::<std::result::Result<Vec<f64>, String>>()?;
+    Ok(Some((kind, values)))
+}
+
 /// Measures `n × n` float32 matmul throughput on the default device, in GFLOP/s
 /// (best of `repeats` timed runs after one warm-up).
 pub fn matmul_gflops(n: i32, repeats: usize) -> Result<f64> {

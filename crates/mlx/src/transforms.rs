@@ -5,34 +5,13 @@
 //! thread-local, reported to MLX as a failure (MLX unwinds its own frames and our
 //! shim catches it), and then returned (or resumed, for a panic) on the Rust side.
 
-use std::any::Any;
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::{CString, c_int, c_void};
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::array::{RawVec, read_vec};
-use crate::error::{Error, Result, check};
+use crate::error::{Error, Pending, Result, check, park};
 use crate::{Array, ffi};
-
-enum Pending {
-    Error(Error),
-    Panic(Box<dyn Any + Send>),
-}
-
-thread_local! {
-    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
-}
-
-/// The error a closure raised during the last FFI call on this thread, if any.
-/// A panic in a closure is resumed here, on the Rust side of the boundary.
-pub(crate) fn take_pending() -> Option<Error> {
-    match PENDING.with(|p| p.borrow_mut().take()) {
-        None => None,
-        Some(Pending::Error(e)) => Some(e),
-        Some(Pending::Panic(payload)) => resume_unwind(payload),
-    }
-}
 
 unsafe extern "C" fn trampoline<F>(
     ctx: *mut c_void,
@@ -87,11 +66,11 @@ unsafe fn run_closure(
         }
         Ok(Err(e)) => {
             let msg = e.to_string();
-            PENDING.with(|p| *p.borrow_mut() = Some(Pending::Error(e)));
+            park(Pending::Error(e));
             msg
         }
         Err(payload) => {
-            PENDING.with(|p| *p.borrow_mut() = Some(Pending::Panic(payload)));
+            park(Pending::Panic(payload));
             "a Rust closure panicked inside an MLX transform".to_string()
         }
     };

@@ -5,9 +5,7 @@
 //! same binary with the reference library preloaded, which makes the dynamic loader
 //! bind libmlx's `cblas_*` calls to it.
 
-use std::process::Command;
-
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -49,7 +47,7 @@ fn measure(args: &Args) -> anyhow::Result<Vec<f64>> {
 fn stock_run(args: &Args) -> anyhow::Result<Option<(String, Vec<f64>)>> {
     let sizes: Vec<String> = args.sizes.iter().map(|n| n.to_string()).collect();
     let repeats = args.repeats.to_string();
-    run_with_stock_blas(&[
+    mlx::system::run_self_with_reference_blas(&[
         "bench",
         "--blas",
         "--measure-only",
@@ -58,32 +56,7 @@ fn stock_run(args: &Args) -> anyhow::Result<Option<(String, Vec<f64>)>> {
         "--sizes",
         &sizes.join(","),
     ])
-}
-
-/// Re-runs this binary with `args` and the MLX wheel's reference BLAS preloaded (the
-/// dynamic loader then binds libmlx's `cblas_*` calls to it) and reads what it prints:
-/// the BLAS kind, then the figures. `None` when the wheel ships no reference BLAS
-/// (macOS, or a libmlx not from a wheel).
-pub(super) fn run_with_stock_blas(args: &[&str]) -> anyhow::Result<Option<(String, Vec<f64>)>> {
-    let Some(lib) = mlx::system::reference_blas_library() else {
-        return Ok(None);
-    };
-    let out = Command::new(std::env::current_exe()?)
-        .args(args)
-        .env("LD_PRELOAD", &lib)
-        .output()
-        .context("running the stock-BLAS measurement")?;
-    if !out.status.success() {
-        bail!(
-            "stock-BLAS run failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace();
-    let kind = parts.next().unwrap_or("unknown").to_string();
-    let values = parts.map(str::parse).collect::<Result<Vec<f64>, _>>()?;
-    Ok(Some((kind, values)))
+    .map_err(anyhow::Error::msg)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use hub::dataset_import::RegisterDataset;
 
-use super::serve::{HubArgs, open_hub, print_json, runtime};
+use super::{HubArgs, open_hub, print_json, runtime};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -2,7 +2,7 @@
 
 use hub::store::{JobFilter, JobState};
 
-use super::serve::{HubArgs, open_hub, print_json, runtime};
+use super::{HubArgs, open_hub, print_json, runtime};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -1,6 +1,6 @@
 //! `mlx-hub migrate`: applies the database migrations and exits.
 
-use super::serve::{HubArgs, print_json, runtime};
+use super::{HubArgs, print_json, runtime};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

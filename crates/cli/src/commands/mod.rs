@@ -1,16 +1,14 @@
 pub mod bench;
-pub mod bench_matmul;
 pub mod bench_model;
-pub mod bench_registry;
 pub mod convert;
 pub mod datasets;
 pub mod doctor;
 pub mod fuse;
 pub mod generate;
+mod hub_args;
 pub mod jobs;
 pub mod migrate;
 pub mod models;
-pub mod perf_plot;
 pub mod pull;
 pub mod quickstart;
 pub mod serve;
@@ -20,6 +18,8 @@ pub mod worker;
 use std::sync::OnceLock;
 
 use hub::config::DeviceSetting;
+
+pub use hub_args::{HubArgs, load_config, open_hub, print_json, runtime};
 
 static DEVICE_FLAG: OnceLock<Option<DeviceSetting>> = OnceLock::new();
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use hub::registry::RegisterFolder;
 use hub::store::ModelFilter;
 
-use super::serve::{HubArgs, open_hub, print_json, runtime};
+use super::{HubArgs, open_hub, print_json, runtime};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -10,7 +10,7 @@ use hub::hf::download::Progress;
 use hub::hf::{HfSettings, PullEvent, PullModelRequest, PullReport, scan_cache};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::serve::print_json;
+use super::print_json;
 
 #[derive(clap::Args, Debug)]
 pub struct PullArgs {
@@ -126,7 +126,7 @@ pub async fn run_pull(hub: &Hub, args: PullArgs) -> anyhow::Result<()> {
         alias: args.alias,
         description: args.description,
     };
-    let settings = HfSettings::from_env();
+    let settings = hub.config.hf.clone();
     let started = Instant::now();
     let progress = (!args.json).then(progress_bars);
     if !args.json {
@@ -168,7 +168,8 @@ pub fn print_report(r: &PullReport, seconds: f64) {
 
 /// Lists the Hugging Face cache.
 pub fn run_hf_cache(args: HfCacheArgs) -> anyhow::Result<()> {
-    let settings = HfSettings::from_env();
+    // no hub needed: the CLI (the edge) reads the huggingface_hub variables itself
+    let settings = HfSettings::from_lookup(|k| std::env::var(k).ok());
     let repos = scan_cache(&settings.cache_dir)?;
     if args.json {
         return print_json(&serde_json::json!({

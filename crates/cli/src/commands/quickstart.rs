@@ -29,7 +29,7 @@ use hub::worker::Worker;
 use sha2::{Digest, Sha256};
 
 use super::pull::{human_bytes, print_report, progress_bars};
-use super::serve::{HubArgs, open_hub, runtime};
+use super::{HubArgs, open_hub, runtime};
 
 /// The model's local name.
 pub const MODEL_NAME: &str = "smollm2-135m-instruct";
@@ -139,14 +139,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let t = steps.begin(4, "serve");
-    let config = super::serve::load_config(ConfigOverrides {
+    let config = super::load_config(ConfigOverrides {
         host: args.host,
         port: args.port,
         ..args.hub.overrides()
     })?;
     let total = steps.started.elapsed().as_secs_f64();
     rt.block_on(async move {
-        hub::server::serve(config, hub::server::shutdown_signal(), |url| {
+        api::server::serve(config, api::server::shutdown_signal(), |url| {
             steps.end(4, t, &format!("serving on {url}"));
             println!("quickstart ready in {total:.1}s");
             let ui_model = format!("{url}/ui/models/{MODEL_NAME}");
@@ -220,7 +220,7 @@ async fn model_step(hub: &Hub) -> anyhow::Result<(ModelVersion, String)> {
     {
         return Ok((v, "already registered".into()));
     }
-    let settings = HfSettings::from_env();
+    let settings = hub.config.hf.clone();
     let req = PullModelRequest {
         repo: HF_REPO.into(),
         name: Some(MODEL_NAME.into()),

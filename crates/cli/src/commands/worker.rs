@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hub::worker::{Provenance, Worker, default_worker_id};
 
-use super::serve::{HubArgs, open_hub, print_json, runtime};
+use super::{HubArgs, open_hub, print_json, runtime};
 
 /// Claim jobs from the hub's queue and run them.
 #[derive(clap::Args, Debug)]
@@ -53,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let worker = Worker::for_hub(&hub, args.id.unwrap_or_else(default_worker_id))
             .with_lease(Duration::from_secs(args.lease_seconds))
             .with_poll_interval(Duration::from_millis(args.poll_ms))
-            .with_provenance(provenance());
+            .with_provenance(Provenance::detect());
         let mut caps = worker.capabilities.clone();
         if let Some(m) = args.device_memory_bytes {
             caps.memory_bytes = m;
@@ -75,31 +75,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            hub::server::shutdown_signal().await;
+            api::server::shutdown_signal().await;
             let _ = tx.send(true);
         });
         worker.run(rx).await?;
         Ok(())
     })
-}
-
-/// The hub's build provenance plus what only the `mlx` crate knows.
-pub(crate) fn provenance() -> Provenance {
-    let blas = mlx::system::blas();
-    let device = mlx::system::default_device().name();
-    let base = Provenance::detect();
-    Provenance {
-        mlx_version: mlx::system::version(),
-        device: format!(
-            "{device} ({}-{})",
-            std::env::consts::ARCH,
-            std::env::consts::OS
-        ),
-        blas: Some(if blas.library.is_empty() {
-            blas.kind.to_string()
-        } else {
-            format!("{} ({})", blas.kind, blas.library)
-        }),
-        ..base
-    }
 }

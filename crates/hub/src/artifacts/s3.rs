@@ -24,6 +24,7 @@
 //! local server: path-style addressing is then used) and `AWS_ALLOW_HTTP=true`
 //! to allow a plain-http endpoint. Secrets are never logged.
 
+use crate::store::Entity;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -42,7 +43,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::cache::{BlobCache, PinnedBlob};
 use super::{ArtifactStore, LocalBlob, PutOutcome, Tier, check_sha};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::store::{StoreError, StoreResult};
 
 /// Multipart part size (S3's minimum is 5 MiB); smaller blobs are one PUT.
@@ -178,7 +179,7 @@ fn remote_err(
     let key = key.to_string();
     move |e| match e {
         object_store::Error::NotFound { .. } => StoreError::NotFound {
-            entity: "artifact",
+            entity: Entity::Artifact,
             key,
         },
         other => StoreError::ObjectStore {
@@ -562,7 +563,7 @@ impl S3ArtifactStore {
             .await
             .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => StoreError::NotFound {
-                    entity: "dataset",
+                    entity: Entity::Dataset,
                     key: content_hash.to_string(),
                 },
                 other => remote_err("get", &manifest_key)(other),
@@ -694,14 +695,14 @@ impl ArtifactStore for S3ArtifactStore {
 
     async fn archive(&self, sha256: &str) -> StoreResult<()> {
         if self.locate(sha256).await?.is_none() {
-            return Err(StoreError::not_found("artifact", sha256));
+            return Err(StoreError::not_found(Entity::Artifact, sha256));
         }
         self.set_tier(sha256, Tier::Archive).await
     }
 
     async fn restore(&self, sha256: &str) -> StoreResult<()> {
         if self.locate(sha256).await?.is_none() {
-            return Err(StoreError::not_found("artifact", sha256));
+            return Err(StoreError::not_found(Entity::Artifact, sha256));
         }
         self.set_tier(sha256, Tier::Active).await
     }
@@ -710,7 +711,7 @@ impl ArtifactStore for S3ArtifactStore {
         check_sha(sha256)?;
         let key = self.blob_key(sha256);
         if !self.exists(&key).await? {
-            return Err(StoreError::not_found("artifact", sha256));
+            return Err(StoreError::not_found(Entity::Artifact, sha256));
         }
         self.inner
             .client

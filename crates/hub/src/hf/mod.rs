@@ -117,22 +117,24 @@ impl HfError {
             source,
         }
     }
+}
 
-    /// (HTTP status, type, code) for the hub's error table. Upstream auth
-    /// failures are 403 here: a 401 from the hub means the hub's own token.
-    pub fn classify(&self) -> (u16, &'static str, &'static str) {
+/// Upstream auth failures are 403 here: a 401 from the hub means the hub's own token.
+impl errors::ErrorCode for HfError {
+    fn error_code(&self) -> errors::Code {
+        use errors::Code;
         match self {
-            HfError::InvalidRepoId { .. } => (422, "invalid_request", "invalid_repo_id"),
-            HfError::RepoNotFound { .. } => (404, "not_found", "hf_repo_not_found"),
-            HfError::AccessDenied { .. } => (403, "auth", "hf_access_denied"),
-            HfError::RevisionNotFound { .. } => (404, "not_found", "hf_revision_not_found"),
-            HfError::EntryNotFound { .. } => (404, "not_found", "hf_file_not_found"),
-            HfError::NotLoadable { .. } => (422, "invalid_request", "hf_not_loadable"),
-            HfError::OfflineNotCached { .. } => (409, "conflict", "hf_offline_not_cached"),
-            HfError::Checksum { .. } => (502, "upstream", "hf_checksum_mismatch"),
-            HfError::Http { .. } => (502, "upstream", "hf_http_error"),
-            HfError::Network { .. } => (502, "upstream", "hf_unreachable"),
-            HfError::Io { .. } => (500, "internal", "io_error"),
+            HfError::InvalidRepoId { .. } => Code::InvalidRepoId,
+            HfError::RepoNotFound { .. } => Code::HfRepoNotFound,
+            HfError::AccessDenied { .. } => Code::HfAccessDenied,
+            HfError::RevisionNotFound { .. } => Code::HfRevisionNotFound,
+            HfError::EntryNotFound { .. } => Code::HfFileNotFound,
+            HfError::NotLoadable { .. } => Code::HfNotLoadable,
+            HfError::OfflineNotCached { .. } => Code::HfOfflineNotCached,
+            HfError::Checksum { .. } => Code::HfChecksumMismatch,
+            HfError::Http { .. } => Code::HfHttpError,
+            HfError::Network { .. } => Code::HfUnreachable,
+            HfError::Io { source, .. } => errors::io_code(source),
         }
     }
 }
@@ -191,8 +193,7 @@ impl std::fmt::Display for RepoRef {
     }
 }
 
-/// Where and how to reach the Hub, read from the environment like
-/// `huggingface_hub` does.
+/// Where and how to reach the Hub, from the variables `huggingface_hub` reads.
 #[derive(Clone)]
 pub struct HfSettings {
     pub endpoint: String,
@@ -215,10 +216,6 @@ impl std::fmt::Debug for HfSettings {
     }
 }
 
-fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 fn truthy(v: &str) -> bool {
     matches!(
         v.trim().to_ascii_lowercase().as_str(),
@@ -227,8 +224,12 @@ fn truthy(v: &str) -> bool {
 }
 
 impl HfSettings {
-    pub fn from_env() -> HfSettings {
-        let home = std::env::var_os("HOME")
+    /// The settings the `huggingface_hub` variables `env` gives (`HF_ENDPOINT`,
+    /// `HF_TOKEN`, `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, …; the config
+    /// layer passes the process environment).
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> HfSettings {
+        let env_nonempty = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let home = env_nonempty("HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
         let hf_home = env_nonempty("HF_HOME")

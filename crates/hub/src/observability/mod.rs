@@ -1,7 +1,7 @@
-//! Observability: the Prometheus `GET /metrics` exposition ([`metrics`]),
-//! per-request tracing spans, request ids, trace context and HTTP metrics
-//! ([`http`]), training figures and step-group spans ([`training`]), the log
-//! format and OTLP trace export ([`telemetry`]).
+//! Observability of the services: training figures and step-group spans
+//! ([`training`]), the log format and OTLP trace export ([`telemetry`]). The
+//! HTTP side (the `GET /metrics` exposition, request spans, request ids and
+//! HTTP metrics) lives in the `api` crate's `observability`.
 //!
 //! The serving pool, the store and MLX keep their own figures; they are read
 //! at scrape time, so nothing here sits on the hot path but one counter
@@ -18,10 +18,7 @@
 //! | `job.run` | every job a worker runs | `job_id`, `kind`, `attempt`, `worker`, `state`, `run_id` |
 //! | `train.steps` | one training report interval (child of `job.run`) | `first_step`, `last_step`, `steps`, `loss`, `learning_rate`, `tokens`, `tokens_per_second`, `step_seconds`, `peak_memory_bytes` |
 
-pub mod http;
-pub mod metrics;
 pub mod telemetry;
 pub mod training;
 
-pub use http::HttpMetrics;
 pub use training::TrainingMetrics;

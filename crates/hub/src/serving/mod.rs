@@ -46,9 +46,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::artifacts::{ArtifactStore, Artifacts, LocalBlob};
+use crate::artifacts::Artifacts;
 use crate::error::HubError;
-use crate::store::{Store, StoreError, VersionStatus};
+use crate::store::{Store, VersionStatus};
 
 pub use worker::{Event, Job, Prompt, TokenOut, generate_span};
 
@@ -102,36 +102,26 @@ impl Default for ServingConfig {
 }
 
 impl ServingConfig {
-    /// Defaults overridden by `MLX_HUB_SERVING_MEMORY_BYTES`,
-    /// `MLX_HUB_SERVING_QUEUE` and `MLX_HUB_KEEP_ALIVE` (bad values are
-    /// ignored with a warning).
-    pub fn from_env() -> Self {
+    /// The defaults overridden by the `MLX_HUB_SERVING_*`, `MLX_HUB_PREFIX_CACHE_BYTES`
+    /// and `MLX_HUB_KEEP_ALIVE` values `env` gives (the config layer passes the
+    /// process environment). A value that does not parse names its variable.
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut c = ServingConfig::default();
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let var = |k: &str| env(k).filter(|v| !v.is_empty());
+        let number = |key: &str, v: &str| format!("{key}: {v:?} is not a number");
         if let Some(v) = var("MLX_HUB_SERVING_MEMORY_BYTES") {
-            match v.parse() {
-                Ok(n) => c.memory_budget_bytes = n,
-                Err(_) => {
-                    tracing::warn!(value = %v, "MLX_HUB_SERVING_MEMORY_BYTES is not a number")
-                }
-            }
-        }
-        if let Some(v) = var("MLX_HUB_SERVING_QUEUE") {
-            match v.parse() {
-                Ok(n) => c.queue_capacity = n,
-                Err(_) => tracing::warn!(value = %v, "MLX_HUB_SERVING_QUEUE is not a number"),
-            }
+            c.memory_budget_bytes = v
+                .parse()
+                .map_err(|_| number("MLX_HUB_SERVING_MEMORY_BYTES", &v))?;
         }
         for (key, slot) in [
+            ("MLX_HUB_SERVING_QUEUE", &mut c.queue_capacity),
             ("MLX_HUB_SERVING_MAX_RUNNING", &mut c.max_running),
             ("MLX_HUB_SERVING_PREFILL_CHUNK", &mut c.prefill_chunk),
             ("MLX_HUB_PREFIX_CACHE_BYTES", &mut c.prefix_cache_bytes),
         ] {
             if let Some(v) = var(key) {
-                match v.parse::<usize>() {
-                    Ok(n) => *slot = n,
-                    Err(_) => tracing::warn!(value = %v, "{key} is not a number"),
-                }
+                *slot = v.parse::<usize>().map_err(|_| number(key, &v))?;
             }
         }
         if let Some(v) = var("MLX_HUB_SERVING_DENSE_F32")
@@ -140,21 +130,15 @@ impl ServingConfig {
             c.weights = WeightsPolicy::Float32;
         }
         if let Some(v) = var("MLX_HUB_SERVING_WEIGHTS") {
-            match WeightsPolicy::parse(&v) {
-                Some(p) => c.weights = p,
-                None => tracing::warn!(
-                    value = %v,
-                    "MLX_HUB_SERVING_WEIGHTS is not auto, native or float32"
-                ),
-            }
+            c.weights = WeightsPolicy::parse(&v).ok_or_else(|| {
+                format!("MLX_HUB_SERVING_WEIGHTS: {v:?} is not auto, native or float32")
+            })?;
         }
         if let Some(v) = var("MLX_HUB_KEEP_ALIVE") {
-            match KeepAlive::parse(&serde_json::Value::String(v.clone())) {
-                Ok(k) => c.keep_alive = k,
-                Err(e) => tracing::warn!(value = %v, error = %e, "MLX_HUB_KEEP_ALIVE"),
-            }
+            c.keep_alive = KeepAlive::parse(&serde_json::Value::String(v.clone()))
+                .map_err(|e| format!("MLX_HUB_KEEP_ALIVE: {v:?}: {e}"))?;
         }
-        c
+        Ok(c)
     }
 }
 
@@ -637,23 +621,16 @@ impl Pool {
         span: &tracing::Span,
     ) -> Result<Arc<worker::Worker>, ServingError> {
         // An adapter version runs over its base version's weights.
-        let (base, base_label, adapter) = if v.format == crate::worker::ADAPTER_FORMAT {
-            let base_id = v.lineage.base_version_id.ok_or_else(|| {
-                HubError::invalid(
-                    "model",
-                    format!(
-                        "adapter version {name}:{} records no base version",
-                        v.number
-                    ),
-                )
-            })?;
-            let base = self.inner.store.get_version(base_id).await?;
-            let base_model = self.inner.store.get_model(base.model_id).await?;
-            let label = format!("{}:{}", base_model.name, base.number);
-            (base, Some(label), Some(v))
-        } else {
-            (v.clone(), None, None)
+        let (base, adapter) =
+            crate::artifacts::checkout::weights_and_adapter(&self.inner.store, v).await?;
+        let base_label = match &adapter {
+            Some(_) => {
+                let base_model = self.inner.store.get_model(base.model_id).await?;
+                Some(format!("{}:{}", base_model.name, base.number))
+            }
+            None => None,
         };
+        let adapter = adapter.as_ref();
         let files = self.inner.store.version_files(base.id).await?;
         let weights: u64 = files
             .iter()
@@ -665,50 +642,40 @@ impl Pool {
         } else {
             files.iter().map(|f| f.size_bytes.max(0) as u64).sum()
         };
-        let adapter_files = match adapter {
-            Some(a) => Some(self.inner.store.version_files(a.id).await?),
-            None => None,
+        let adapter_size: u64 = match adapter {
+            Some(a) => self
+                .inner
+                .store
+                .version_files(a.id)
+                .await?
+                .iter()
+                .map(|f| f.size_bytes.max(0) as u64)
+                .sum(),
+            None => 0,
         };
-        let adapter_size: u64 = adapter_files
-            .iter()
-            .flatten()
-            .map(|f| f.size_bytes.max(0) as u64)
-            .sum();
 
-        // materialised first: the float32 size comes from the config
-        let artifacts = self.inner.artifacts.clone();
+        // checked out first: the float32 size comes from the config
         let dir = self.inner.cache_dir.join(base.id.to_string());
         let adapter_dir = adapter.map(|a| self.inner.cache_dir.join(a.id.to_string()));
-        let sources = std::iter::once((dir.clone(), files, base.artifact_uri.clone()))
-            .chain(
-                adapter
-                    .zip(adapter_dir.clone())
-                    .zip(adapter_files)
-                    .map(|((a, d), f)| (d, f, a.artifact_uri.clone())),
+        let checkout = |v, d| {
+            crate::artifacts::checkout::checkout_version(
+                &self.inner.store,
+                &self.inner.artifacts,
+                v,
+                d,
             )
-            .collect::<Vec<_>>();
-        // blobs resolved (a remote store: fetched into its cache and pinned)
-        // before the blocking part links them
-        let mut resolved = Vec::with_capacity(sources.len());
-        for (d, f, uri) in sources {
-            let mut blobs = Vec::with_capacity(f.len());
-            if !d.join(".complete").is_file() {
-                for file in &f {
-                    blobs.push(artifacts.local_blob(&file.sha256).await?);
-                }
-            }
-            resolved.push((d, f, blobs, uri));
+        };
+        checkout(&base, &dir).await?;
+        if let (Some(a), Some(d)) = (adapter, &adapter_dir) {
+            checkout(a, d).await?;
         }
-        let sources = resolved;
+        let config_dir = dir.clone();
         let config = tokio::task::spawn_blocking(move || {
-            for (d, f, blobs, uri) in &sources {
-                materialise(d, f, blobs, uri.as_deref())?;
-            }
-            engine::config::ModelConfig::from_dir(&sources[0].0)
+            engine::config::ModelConfig::from_dir(&config_dir)
                 .map_err(|e| HubError::Internal(format!("the model's config.json: {e}")))
         })
         .await
-        .map_err(|e| HubError::Internal(format!("materialise task failed: {e}")))??;
+        .map_err(|e| HubError::Internal(format!("config task failed: {e}")))??;
 
         let budget = self.inner.config.memory_budget_bytes;
         let device = mlx::system::default_device().name();
@@ -859,94 +826,6 @@ impl Pool {
                 }
             }
         });
-    }
-}
-
-/// Hard-links (or copies) the version's files into `dir`, once: a finished
-/// folder carries a `.complete` marker; it is built beside and renamed.
-fn materialise(
-    dir: &Path,
-    files: &[crate::store::VersionFile],
-    blobs: &[Option<LocalBlob>],
-    artifact_uri: Option<&str>,
-) -> Result<(), HubError> {
-    if dir.join(".complete").is_file() {
-        return Ok(());
-    }
-    let parent = dir.parent().expect("cache dir has a parent");
-    std::fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
-        std::process::id(),
-        now_ms()
-    ));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    let result = (|| -> Result<(), HubError> {
-        for (i, f) in files.iter().enumerate() {
-            let rel = Path::new(&f.path);
-            if rel.is_absolute()
-                || rel
-                    .components()
-                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
-            {
-                return Err(HubError::Internal(format!(
-                    "version file path {:?} is not a plain relative path",
-                    f.path
-                )));
-            }
-            let dest = tmp.join(rel);
-            if let Some(p) = dest.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            let src = match blobs.get(i).and_then(Option::as_ref) {
-                Some(blob) => blob.path.clone(),
-                None => {
-                    // a linked version: the files stay in the registered folder
-                    let Some(base) = artifact_uri.and_then(|u| u.strip_prefix("file://")) else {
-                        return Err(StoreError::NotFound {
-                            entity: "artifact",
-                            key: f.sha256.clone(),
-                        }
-                        .into());
-                    };
-                    let src = Path::new(base).join(rel);
-                    let len = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(u64::MAX);
-                    if len != f.size_bytes as u64 {
-                        return Err(HubError::Internal(format!(
-                            "{} changed since it was registered (size {len}, recorded {})",
-                            src.display(),
-                            f.size_bytes
-                        )));
-                    }
-                    // the HF cache's files are relative symlinks: link their targets
-                    std::fs::canonicalize(&src).unwrap_or(src)
-                }
-            };
-            if std::fs::hard_link(&src, &dest).is_err() {
-                std::fs::copy(&src, &dest)?;
-            }
-        }
-        std::fs::write(tmp.join(".complete"), b"")?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    match std::fs::rename(&tmp, dir) {
-        Ok(()) => Ok(()),
-        Err(_) if dir.join(".complete").is_file() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(())
-        }
-        Err(_) => {
-            // a stale, incomplete folder: replace it
-            std::fs::remove_dir_all(dir)?;
-            std::fs::rename(&tmp, dir)?;
-            Ok(())
-        }
     }
 }
 

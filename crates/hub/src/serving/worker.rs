@@ -325,12 +325,12 @@ fn tokenizer_error(e: TokenizerError) -> HubError {
 fn generate_error(e: GenerateError) -> HubError {
     match e {
         GenerateError::Invalid(m) => HubError::BadRequest {
-            code: "invalid_parameter",
+            code: crate::error::Code::InvalidParameter,
             message: m,
         },
         GenerateError::Sampling(engine::sampling::SamplingError::Invalid(m)) => {
             HubError::BadRequest {
-                code: "invalid_parameter",
+                code: crate::error::Code::InvalidParameter,
                 message: m,
             }
         }
@@ -476,7 +476,7 @@ impl Scheduler<'_> {
                 return refuse(
                     self,
                     HubError::BadRequest {
-                        code: "invalid_parameter",
+                        code: crate::error::Code::InvalidParameter,
                         message: "the prompt is empty".into(),
                     },
                 );

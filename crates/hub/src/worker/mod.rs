@@ -48,8 +48,7 @@ pub struct Provenance {
     pub hub_commit: String,
     /// sha256 of the workspace `Cargo.lock` at build time.
     pub lockfile_hash: String,
-    /// The MLX library version. The engine exposes no version API, so the hub
-    /// records `unknown` unless the caller (the CLI, which links `mlx`) fills it.
+    /// The MLX library version.
     pub mlx_version: String,
     /// Where the training ran, e.g. `cpu (x86_64-linux)`.
     pub device: String,
@@ -58,20 +57,16 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    /// What the hub knows by itself (build-time values; MLX version unknown).
+    /// This build and this machine: the commit and lockfile of the build, the
+    /// MLX linked, its default device and its BLAS.
     pub fn detect() -> Provenance {
-        let (arch, os) = (std::env::consts::ARCH, std::env::consts::OS);
-        let device = if os == "macos" && arch == "aarch64" {
-            format!("gpu ({arch}-{os})")
-        } else {
-            format!("cpu ({arch}-{os})")
-        };
+        let host = crate::host::HostInfo::detect();
         Provenance {
-            hub_commit: env!("MLX_HUB_GIT_COMMIT").to_string(),
-            lockfile_hash: env!("MLX_HUB_CARGO_LOCK_SHA256").to_string(),
-            mlx_version: "unknown".to_string(),
-            device,
-            blas: None,
+            hub_commit: crate::host::GIT_COMMIT.to_string(),
+            lockfile_hash: crate::host::CARGO_LOCK_SHA256.to_string(),
+            device: format!("{} ({}-{})", host.device, host.arch, host.os),
+            blas: Some(host.blas),
+            mlx_version: host.mlx_version,
         }
     }
 }
@@ -136,13 +131,7 @@ pub struct Worker {
 
 /// `<hostname>-<pid>`.
 pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && !h.chars().any(char::is_control))
-        .unwrap_or_else(|| "worker".to_string());
-    format!("{host}-{}", std::process::id())
+    format!("{}-{}", crate::host::hostname(), std::process::id())
 }
 
 impl Worker {
@@ -154,7 +143,7 @@ impl Worker {
             lease: DEFAULT_LEASE,
             poll_interval: DEFAULT_POLL_INTERVAL,
             provenance: Provenance::detect(),
-            capabilities: WorkerCapabilities::detect(),
+            capabilities: crate::host::worker_capabilities(),
             last_seen: Default::default(),
         }
     }

@@ -27,8 +27,7 @@ use crate::store::{
 };
 use crate::training::TrainConfig as JobTrainConfig;
 
-/// The format of the versions training jobs register.
-pub const ADAPTER_FORMAT: &str = "mlx-lora-adapter";
+pub use crate::store::ADAPTER_FORMAT;
 
 /// Why an attempt did not succeed.
 #[derive(Debug)]
