@@ -79,6 +79,9 @@ fn main() -> anyhow::Result<()> {
     hub::config::DeviceSetting::from_flag_or_env(cli.device, |k| std::env::var(k).ok())
         .and_then(|d| d.unwrap_or_default().apply())
         .map_err(anyhow::Error::msg)?;
+    // The engine's and kernels' settings (MLX_HUB_FUSED_DECODE, MLX_HUB_CPU_THREADS,
+    // MLX_HUB_QMM), before any model or kernel runs.
+    hub::config::runtime_settings(|k| std::env::var(k).ok()).apply();
     // long-running commands log; the others print their own output only
     let _telemetry = match cli.command {
         Command::Serve(_) | Command::Worker(_) => {

@@ -12,9 +12,14 @@
 //! prefix-cache hit is a cache clone, and per-row attention at B ≤ 8 is a small
 //! share of a CPU step next to the batched matmuls.
 //!
+//! This is the engine's only decode loop: [`crate::generate::Generator`] (the command
+//! line's `generate`) runs it with a batch of one, the hub's serving scheduler with
+//! many. A batch of one runs the model's single-sequence forward pass, so one
+//! sequence computes exactly what it computes alone.
+//!
 //! [`TextStream`] is the text half of mlx-lm's `stream_generate` for one
-//! sequence (detokenizer, stop ids, stop strings), as [`crate::generate::Generator`]
-//! runs it, for callers that drive tokens themselves.
+//! sequence (detokenizer, stop ids, stop strings), shared by the generator and the
+//! hub's scheduler.
 
 use std::time::Instant;
 
@@ -22,7 +27,7 @@ use mlx::Array;
 
 use crate::generate::{
     FinishReason, Finished, GenerateError, GenerateParams, RowSampling, SampledToken, Step,
-    StopMatcher, TokenEvent, sampling_state, tokens_array,
+    StopMatcher, TokenEvent, prefill, sampling_state, tokens_array,
 };
 use crate::models::{KvCache, LanguageModel};
 use crate::sampling::{KeySequence, LogitsProcessors, Sampler};
@@ -124,8 +129,7 @@ impl Sequence {
         let n = (head_len - self.prefilled).min(chunk.max(1));
         if n > 0 {
             let ids = &self.prompt[self.prefilled..self.prefilled + n];
-            model.forward(&tokens_array(ids)?, &mut self.cache)?;
-            mlx::eval(self.cache.iter().flat_map(KvCache::state))?;
+            prefill(model, &mut self.cache, ids, n)?;
             self.prefilled += n;
         }
         Ok(n)
@@ -180,10 +184,15 @@ pub fn decode_step(model: &dyn LanguageModel, seqs: &mut [&mut Sequence]) -> GRe
     let refs: Vec<&Array> = inputs.iter().collect();
     let b = seqs.len() as i32;
     let tokens = mlx::concatenate(&refs, 0)?.reshape(&[b, 1])?;
-    let logits = {
-        let mut caches: Vec<&mut [KvCache]> =
-            seqs.iter_mut().map(|s| s.cache.as_mut_slice()).collect();
-        model.forward_batch(&tokens, &mut caches)?
+    let logits = match seqs {
+        // alone, a sequence runs the single-sequence forward pass (bit for bit what
+        // it computed before batching existed)
+        [only] => model.forward(&tokens, &mut only.cache)?,
+        _ => {
+            let mut caches: Vec<&mut [KvCache]> =
+                seqs.iter_mut().map(|s| s.cache.as_mut_slice()).collect();
+            model.forward_batch(&tokens, &mut caches)?
+        }
     };
     let v = logits.dim(-1);
     let mut rows = Vec::with_capacity(seqs.len());
@@ -217,7 +226,7 @@ pub enum TextEvent {
 
 /// The text side of one sequence (mlx-lm's `stream_generate`): detokenizes,
 /// ends on a stop id (not emitted), a stop string (cut) or `max_tokens`, and
-/// counts as [`crate::generate::Generator`] does.
+/// counts the figures of [`Finished`].
 pub struct TextStream {
     detokenizer: StreamingDetokenizer,
     stop_ids: Vec<u32>,
@@ -305,6 +314,19 @@ impl TextStream {
             out.push(self.finish(FinishReason::Length, None)?);
         }
         Ok(out)
+    }
+
+    /// Restarts the prompt-rate clock (`started_at` of [`TextStream::new`]).
+    pub fn restart_clock(&mut self, started_at: Instant) {
+        self.started_at = started_at;
+    }
+
+    /// Ends the stream when no token is left to sample (`max_tokens` of 0).
+    pub fn finish_length(&mut self) -> GResult<Finished> {
+        match self.finish(FinishReason::Length, None)? {
+            TextEvent::Finished(f) => Ok(f),
+            TextEvent::Token(_) => unreachable!("finish returns Finished"),
+        }
     }
 
     /// Ends the stream early (cancelled): the finish event.

@@ -1,14 +1,13 @@
-//! Greedy generation exactly as mlx-lm's `generate_step` runs it: the prompt except
-//! its last token is prefilled into a fresh KV cache in chunks, then the last token
-//! is run, then one token at a time is decoded (argmax of the log-probabilities of
-//! the last position, in float32), each step evaluated before the next.
-//!
-//! Sampled, streaming generation ([`Generator`], [`TokenGenerator`], [`generate`]) runs
-//! mlx-lm's `generate_step`/`stream_generate`: the same prefill, logits processors and
-//! sampler ([`crate::sampling`]), log-probabilities in the model's dtype, one step
-//! queued ahead with `async_eval`.
+//! Generation, mlx-lm's `generate_step` + `stream_generate`. There is one decode loop,
+//! the continuous-batching one of [`crate::batch`] (a [`crate::batch::Sequence`] per
+//! sequence, [`crate::batch::decode_step`] per step); [`Generator`] is that loop with a
+//! batch of one, streaming text events, as the command line's `generate` runs it. The
+//! pieces of a step live here once: [`GenerateParams`], the per-row sampling (logits
+//! processors, sampler, log-probabilities), [`StopMatcher`] and the finish figures; the
+//! text side of a sequence (streaming detokenizer, stop ids and strings) is
+//! [`crate::batch::TextStream`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -16,11 +15,12 @@ use std::time::Instant;
 use mlx::{Array, Dtype};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{PendingStep, Sequence, TextEvent, TextStream, decode_step};
 use crate::models::{KvCache, LanguageModel};
 use crate::sampling::{
     KeySequence, LogitsProcessors, ProcessorParams, Sampler, SamplerParams, SamplingError,
 };
-use crate::tokenizer::{StreamingDetokenizer, Tokenizer, TokenizerError};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::{ModelError, Result};
 
 /// Prompt tokens run per forward pass while prefilling.
@@ -44,94 +44,6 @@ pub fn prefill(
         mlx::eval(cache.iter().flat_map(KvCache::state))?;
     }
     Ok(())
-}
-
-/// A greedy decoder: an iterator of generated token ids (it never stops on EOS by
-/// itself; the caller checks stop tokens).
-pub struct GreedyGenerator<'m> {
-    model: &'m dyn LanguageModel,
-    cache: Vec<KvCache>,
-    next_input: u32,
-    remaining: usize,
-    last_logprobs: Option<Array>,
-}
-
-impl<'m> GreedyGenerator<'m> {
-    /// Prefills `prompt[..len-1]` and prepares to generate up to `max_tokens` tokens.
-    pub fn new(
-        model: &'m dyn LanguageModel,
-        prompt: &[u32],
-        max_tokens: usize,
-        prefill_step: usize,
-    ) -> Result<GreedyGenerator<'m>> {
-        let Some((&last, head)) = prompt.split_last() else {
-            return Err(ModelError::Invalid("the prompt is empty".into()));
-        };
-        let mut cache = model.make_cache();
-        prefill(model, &mut cache, head, prefill_step)?;
-        Ok(GreedyGenerator {
-            model,
-            cache,
-            next_input: last,
-            remaining: max_tokens,
-            last_logprobs: None,
-        })
-    }
-
-    /// Log-probabilities `[V]` (float32) of the step that produced the last token.
-    pub fn last_logprobs(&self) -> Option<&Array> {
-        self.last_logprobs.as_ref()
-    }
-
-    pub fn cache(&self) -> &[KvCache] {
-        &self.cache
-    }
-
-    /// Runs one step: returns the next token and the float32 logits `[V]` it came from.
-    pub fn step(&mut self) -> Result<(u32, Array)> {
-        let logits = self
-            .model
-            .forward(&tokens_array(&[self.next_input])?, &mut self.cache)?;
-        let v = logits.dim(-1);
-        let logits = logits
-            .slice_axis(1, logits.dim(1) - 1, logits.dim(1))?
-            .reshape(&[1, v])?
-            .as_type(Dtype::Float32)?;
-        let logprobs = logits.sub(&logits.logsumexp(-1, true)?)?;
-        let token = logprobs.argmax(Some(-1), false)?;
-        mlx::eval([&token, &logprobs, &logits])?;
-        let token = token.as_type(Dtype::Int32)?.item::<i32>()? as u32;
-        self.next_input = token;
-        self.last_logprobs = Some(logprobs.reshape(&[v])?);
-        Ok((token, logits.reshape(&[v])?))
-    }
-}
-
-impl Iterator for GreedyGenerator<'_> {
-    type Item = Result<u32>;
-
-    fn next(&mut self) -> Option<Result<u32>> {
-        if self.remaining == 0 {
-            return None;
-        }
-        self.remaining -= 1;
-        match self.step() {
-            Ok((t, _)) => Some(Ok(t)),
-            Err(e) => {
-                self.remaining = 0;
-                Some(Err(e))
-            }
-        }
-    }
-}
-
-/// Greedy tokens for `prompt`, `max_tokens` of them (EOS does not stop it).
-pub fn generate_greedy(
-    model: &dyn LanguageModel,
-    prompt: &[u32],
-    max_tokens: usize,
-) -> Result<Vec<u32>> {
-    GreedyGenerator::new(model, prompt, max_tokens, DEFAULT_PREFILL_STEP)?.collect()
 }
 
 // ---------------------------------------------------------------------------------
@@ -284,8 +196,8 @@ impl Step {
     }
 }
 
-/// The per-sequence half of a step, shared by [`TokenGenerator`] and the batched
-/// decoder: the logits processors over the sequence's history, log-probabilities,
+/// The per-sequence half of a decode step ([`crate::batch::decode_step`]): the
+/// logits processors over the sequence's history, log-probabilities,
 /// the sampler with the sequence's own key, the reported log-probabilities.
 pub(crate) struct RowSampling<'a> {
     pub(crate) sampler: &'a Sampler,
@@ -362,28 +274,6 @@ impl RowSampling<'_> {
     }
 }
 
-/// Token-level generation, mlx-lm's `generate_step`: prefill `prompt[..n-1]` in chunks,
-/// then one token per step, each step's graph built and started (`async_eval`) before
-/// the previous token is read back, so the host overlaps the device.
-///
-/// MLX graphs must be evaluated on the thread that built them: build and drive a
-/// generator on one thread (it is not `Send`); what it yields is plain data.
-pub struct TokenGenerator<'m> {
-    model: &'m dyn LanguageModel,
-    cache: Vec<KvCache>,
-    sampler: Sampler,
-    processors: LogitsProcessors,
-    keys: Option<KeySequence>,
-    history: Option<Array>,
-    prompt: Vec<u32>,
-    prefill_step: usize,
-    top_logprobs: usize,
-    pending: Option<Step>,
-    started: bool,
-    produced: usize,
-    max_tokens: usize,
-}
-
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -419,93 +309,6 @@ pub(crate) fn sampling_state(
         Some(KeySequence::new(params.seed.unwrap_or_else(clock_seed))?)
     };
     Ok((sampler, processors, keys))
-}
-
-impl<'m> TokenGenerator<'m> {
-    /// Checks the parameters; nothing runs until the first [`TokenGenerator::next_token`].
-    pub fn new(
-        model: &'m dyn LanguageModel,
-        prompt: &[u32],
-        params: &GenerateParams,
-    ) -> std::result::Result<TokenGenerator<'m>, GenerateError> {
-        let (sampler, processors, keys) = sampling_state(model, prompt, params)?;
-        Ok(TokenGenerator {
-            model,
-            cache: model.make_cache(),
-            sampler,
-            processors,
-            keys,
-            history: None,
-            prompt: prompt.to_vec(),
-            prefill_step: params.prefill_step.max(1),
-            top_logprobs: params.logprobs.unwrap_or(0),
-            pending: None,
-            started: false,
-            produced: 0,
-            max_tokens: params.max_tokens,
-        })
-    }
-
-    pub fn cache(&self) -> &[KvCache] {
-        &self.cache
-    }
-
-    /// Tokens produced so far.
-    pub fn produced(&self) -> usize {
-        self.produced
-    }
-
-    fn step(&mut self, input: &Array) -> std::result::Result<Step, GenerateError> {
-        let l = input.dim(0);
-        let logits = self
-            .model
-            .forward(&input.reshape(&[1, l])?, &mut self.cache)?;
-        let (s, v) = (logits.dim(1), logits.dim(-1));
-        let logits = logits.slice_axis(1, s - 1, s)?.reshape(&[1, v])?;
-        let mut rows = RowSampling {
-            sampler: &self.sampler,
-            processors: &self.processors,
-            keys: self.keys.as_mut(),
-            history: &mut self.history,
-            top_logprobs: self.top_logprobs,
-        };
-        let (step, to_eval) = rows.sample(input, logits)?;
-        mlx::async_eval(&to_eval)?;
-        Ok(step)
-    }
-
-    fn start(&mut self) -> std::result::Result<(), GenerateError> {
-        self.started = true;
-        let (&last, head) = self.prompt.split_last().expect("checked non-empty");
-        prefill(self.model, &mut self.cache, head, self.prefill_step)?;
-        if !self.processors.is_empty() && !head.is_empty() {
-            let context = self.processors.context_size().max(1);
-            let tail = &head[head.len().saturating_sub(context)..];
-            self.history = Some(tokens_array(tail)?.reshape(&[-1])?);
-        }
-        let step = self.step(&tokens_array(&[last])?.reshape(&[1])?)?;
-        self.pending = Some(step);
-        Ok(())
-    }
-
-    /// The next token, or `None` once `max_tokens` have been produced. Stop tokens do
-    /// not stop it: the caller decides.
-    pub fn next_token(&mut self) -> std::result::Result<Option<SampledToken>, GenerateError> {
-        if self.produced >= self.max_tokens {
-            return Ok(None);
-        }
-        if !self.started {
-            self.start()?;
-        }
-        let cur = self.pending.take().expect("a step is always pending");
-        self.produced += 1;
-        if self.produced < self.max_tokens {
-            // Queue the next step before reading this one back.
-            let next = self.step(&cur.token)?;
-            self.pending = Some(next);
-        }
-        Ok(Some(cur.read()?))
-    }
 }
 
 /// Holds back streamed text that could be the start of a stop string, and cuts the
@@ -631,21 +434,23 @@ pub enum GenerationEvent {
 /// [`GenerationEvent`]s, tokens then one `Finished`. Concatenating every `text_delta`
 /// (the `Finished` one included) gives the decoded text, cut before a stop string.
 ///
-/// Build and drive it on one thread (see [`TokenGenerator`]); send the events, which
-/// are plain data, wherever they are needed.
+/// It is the batched decode loop with a batch of one: the prompt is prefilled in chunks
+/// of `prefill_step`, then each step is queued (`async_eval`) before the previous
+/// token is read back, so the host overlaps the device.
+///
+/// MLX graphs must be evaluated on the thread that built them: build and drive a
+/// generator on one thread (it is not `Send`); send the events, which are plain data,
+/// wherever they are needed.
 pub struct Generator<'m> {
-    tokens: TokenGenerator<'m>,
-    detokenizer: StreamingDetokenizer,
-    stop_ids: Vec<u32>,
-    stops: StopMatcher,
+    model: &'m dyn LanguageModel,
+    sequence: Sequence,
+    text: TextStream,
+    prefill_step: usize,
     cancel: Option<Arc<AtomicBool>>,
-    prompt_tokens: usize,
-    generated: Vec<u32>,
-    sampled: usize,
-    started_at: Option<Instant>,
-    first_token_at: Option<Instant>,
-    prompt_tps: f64,
-    stop_pending: bool,
+    started: bool,
+    pending: Option<PendingStep>,
+    /// Events made but not yet yielded (a token and the finish it caused).
+    queued: VecDeque<GenerationEvent>,
     done: bool,
 }
 
@@ -657,21 +462,14 @@ impl<'m> Generator<'m> {
         params: &GenerateParams,
     ) -> std::result::Result<Generator<'m>, GenerateError> {
         Ok(Generator {
-            tokens: TokenGenerator::new(model, prompt, params)?,
-            detokenizer: tokenizer.detokenizer(false),
-            stop_ids: params
-                .stop_token_ids
-                .clone()
-                .unwrap_or_else(|| tokenizer.eos_token_ids().to_vec()),
-            stops: StopMatcher::new(&params.stop),
+            model,
+            sequence: Sequence::new(model, prompt, params, None)?,
+            text: TextStream::new(tokenizer, params, prompt.len(), Instant::now()),
+            prefill_step: params.prefill_step.max(1),
             cancel: None,
-            prompt_tokens: prompt.len(),
-            generated: Vec::new(),
-            sampled: 0,
-            started_at: None,
-            first_token_at: None,
-            prompt_tps: 0.0,
-            stop_pending: false,
+            started: false,
+            pending: None,
+            queued: VecDeque::new(),
             done: false,
         })
     }
@@ -684,84 +482,52 @@ impl<'m> Generator<'m> {
 
     /// Generated ids so far (stop token excluded).
     pub fn generated(&self) -> &[u32] {
-        &self.generated
+        self.text.generated()
     }
 
-    fn finish(
-        &mut self,
-        mut reason: FinishReason,
-        stop_token: Option<u32>,
-    ) -> std::result::Result<GenerationEvent, GenerateError> {
-        self.done = true;
-        let mut text = String::new();
-        if !self.stop_pending {
-            if let Some(tail) = self.detokenizer.flush()? {
-                let (out, hit) = self.stops.push(&tail);
-                text.push_str(&out);
-                if hit {
-                    reason = FinishReason::Stop;
-                }
-            }
-            if reason != FinishReason::Stop || stop_token.is_some() {
-                text.push_str(&self.stops.finish());
-            }
+    /// Queues the next decode step when the sequence wants one.
+    fn queue_step(&mut self) -> std::result::Result<(), GenerateError> {
+        if self.sequence.wants_step() {
+            self.pending = Some(decode_step(self.model, &mut [&mut self.sequence])?);
         }
-        let now = Instant::now();
-        let generation_tps = match self.first_token_at {
-            Some(t) if self.sampled > 0 => {
-                self.sampled as f64 / now.duration_since(t).as_secs_f64().max(1e-9)
-            }
-            _ => 0.0,
-        };
-        Ok(GenerationEvent::Finished(Finished {
-            reason,
-            text_delta: text,
-            stop_token,
-            prompt_tokens: self.prompt_tokens,
-            generation_tokens: self.sampled,
-            prompt_tps: self.prompt_tps,
-            generation_tps,
-            peak_memory: mlx::system::memory_stats().peak,
-        }))
+        Ok(())
     }
 
-    fn advance(&mut self) -> std::result::Result<GenerationEvent, GenerateError> {
-        if self.stop_pending {
-            return self.finish(FinishReason::Stop, None);
-        }
+    fn advance(&mut self) -> std::result::Result<(), GenerateError> {
         if self
             .cancel
             .as_ref()
             .is_some_and(|c| c.load(Ordering::Relaxed))
         {
-            return self.finish(FinishReason::Cancelled, None);
+            let finished = self.text.cancel()?;
+            self.queued.push_back(GenerationEvent::Finished(finished));
+            return Ok(());
         }
-        let started_at = *self.started_at.get_or_insert_with(Instant::now);
-        let Some(tok) = self.tokens.next_token()? else {
-            return self.finish(FinishReason::Length, None);
+        if !self.started {
+            // the prompt rate counts from the first request for a token
+            self.started = true;
+            self.text.restart_clock(Instant::now());
+            while self.sequence.max_tokens() > 0 && self.sequence.prefill_remaining() > 0 {
+                self.sequence.prefill_chunk(self.model, self.prefill_step)?;
+            }
+            self.queue_step()?;
+        }
+        let Some(current) = self.pending.take() else {
+            let finished = self.text.finish_length()?;
+            self.queued.push_back(GenerationEvent::Finished(finished));
+            return Ok(());
         };
-        self.sampled += 1;
-        if self.first_token_at.is_none() {
-            let now = Instant::now();
-            let secs = now.duration_since(started_at).as_secs_f64().max(1e-9);
-            self.prompt_tps = self.prompt_tokens as f64 / secs;
-            self.first_token_at = Some(now);
+        // Queue the next step before reading this one back.
+        self.queue_step()?;
+        for token in current.read()? {
+            for event in self.text.push(&token)? {
+                self.queued.push_back(match event {
+                    TextEvent::Token(t) => GenerationEvent::Token(t),
+                    TextEvent::Finished(f) => GenerationEvent::Finished(f),
+                });
+            }
         }
-        if self.stop_ids.contains(&tok.id) {
-            return self.finish(FinishReason::Stop, Some(tok.id));
-        }
-        self.generated.push(tok.id);
-        let piece = self.detokenizer.add_token(tok.id)?.unwrap_or_default();
-        let (text_delta, hit) = self.stops.push(&piece);
-        if hit {
-            self.stop_pending = true;
-        }
-        Ok(GenerationEvent::Token(TokenEvent {
-            id: tok.id,
-            text_delta,
-            logprob: tok.logprob,
-            top_logprobs: tok.top_logprobs,
-        }))
+        Ok(())
     }
 }
 
@@ -769,14 +535,22 @@ impl Iterator for Generator<'_> {
     type Item = std::result::Result<GenerationEvent, GenerateError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
+        loop {
+            if let Some(event) = self.queued.pop_front() {
+                if matches!(event, GenerationEvent::Finished(_)) {
+                    self.done = true;
+                    self.queued.clear();
+                }
+                return Some(Ok(event));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.advance() {
+                self.done = true;
+                return Some(Err(e));
+            }
         }
-        let event = self.advance();
-        if event.is_err() {
-            self.done = true;
-        }
-        Some(event)
     }
 }
 
@@ -819,4 +593,81 @@ pub fn generate(
     Err(GenerateError::Invalid(
         "generation ended without a Finished event".into(),
     ))
+}
+
+/// Runs one sequence of the decode loop for `params.max_tokens` steps, token level:
+/// stop tokens and strings do not end it. Every sampled token, in order.
+pub fn decode_tokens(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    params: &GenerateParams,
+) -> std::result::Result<Vec<SampledToken>, GenerateError> {
+    let mut sequence = Sequence::new(model, prompt, params, None)?;
+    while sequence.prefill_remaining() > 0 {
+        sequence.prefill_chunk(model, params.prefill_step.max(1))?;
+    }
+    let mut out = Vec::with_capacity(params.max_tokens);
+    let mut pending = None;
+    loop {
+        let next = if sequence.wants_step() {
+            Some(decode_step(model, &mut [&mut sequence])?)
+        } else {
+            None
+        };
+        if let Some(current) = pending.take() {
+            out.extend(PendingStep::read(current)?);
+        }
+        match next {
+            Some(n) => pending = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Greedy tokens for `prompt`, `max_tokens` of them (EOS does not stop it), the
+/// prompt prefilled in chunks of `prefill_step`.
+pub fn greedy_tokens(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    max_tokens: usize,
+    prefill_step: usize,
+) -> std::result::Result<Vec<u32>, GenerateError> {
+    let params = GenerateParams {
+        max_tokens,
+        prefill_step,
+        ..GenerateParams::default()
+    };
+    Ok(decode_tokens(model, prompt, &params)?
+        .into_iter()
+        .map(|t| t.id)
+        .collect())
+}
+
+/// Greedy tokens for `prompt`, `max_tokens` of them (EOS does not stop it).
+pub fn generate_greedy(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> std::result::Result<Vec<u32>, GenerateError> {
+    greedy_tokens(model, prompt, max_tokens, DEFAULT_PREFILL_STEP)
+}
+
+/// The float32 logits `[V]` of the first generated position: `prompt[..n-1]`
+/// prefilled in chunks of `prefill_step` into a fresh cache, then the last token run
+/// (what the decode loop's first step samples from, before any logits processor).
+pub fn first_step_logits(
+    model: &dyn LanguageModel,
+    prompt: &[u32],
+    prefill_step: usize,
+) -> Result<Array> {
+    let Some((&last, head)) = prompt.split_last() else {
+        return Err(ModelError::Invalid("the prompt is empty".into()));
+    };
+    let mut cache = model.make_cache();
+    prefill(model, &mut cache, head, prefill_step)?;
+    let logits = model.forward(&tokens_array(&[last])?, &mut cache)?;
+    let v = logits.dim(-1);
+    let logits = logits.reshape(&[v])?.as_type(Dtype::Float32)?;
+    mlx::eval([&logits])?;
+    Ok(logits)
 }

@@ -7,7 +7,7 @@ mod train_common;
 
 use std::path::Path;
 
-use engine::generate::{DEFAULT_PREFILL_STEP, GreedyGenerator};
+use engine::generate::{DEFAULT_PREFILL_STEP, greedy_tokens};
 use engine::models::Llama;
 use engine::nn::Adapt;
 use engine::tokenizer::Tokenizer;
@@ -272,14 +272,8 @@ fn our_adapters_load_in_mlx_lm_with_same_greedy_tokens() {
     let ids = tok.encode(prompt, true).unwrap();
     let want_prompt: Vec<u32> = serde_json::from_value(r["prompt_ids"].clone()).unwrap();
     assert_eq!(ids, want_prompt);
-    let ours: Vec<u32> = GreedyGenerator::new(&tuned, &ids, 12, DEFAULT_PREFILL_STEP)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let base: Vec<u32> = GreedyGenerator::new(&model, &ids, 12, DEFAULT_PREFILL_STEP)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let ours: Vec<u32> = greedy_tokens(&tuned, &ids, 12, DEFAULT_PREFILL_STEP).unwrap();
+    let base: Vec<u32> = greedy_tokens(&model, &ids, 12, DEFAULT_PREFILL_STEP).unwrap();
     let want: Vec<u32> = serde_json::from_value(r["generated_ids"].clone()).unwrap();
     eprintln!("tuned ours {ours:?}\n   mlx-lm {want:?}\n base     {base:?}");
     assert_eq!(ours, want, "greedy tokens with the adapter");
@@ -405,10 +399,7 @@ fn adapters_trained_by_mlx_lm_load_here_with_the_same_greedy_tokens() {
     let config = load_into(&mut tuned, &out).unwrap();
     assert_eq!(config.spec.num_layers, -1);
     let ids = tok.encode(prompt, true).unwrap();
-    let ours: Vec<u32> = GreedyGenerator::new(&tuned, &ids, 12, DEFAULT_PREFILL_STEP)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let ours: Vec<u32> = greedy_tokens(&tuned, &ids, 12, DEFAULT_PREFILL_STEP).unwrap();
     let want: Vec<u32> = serde_json::from_value(r["generated_ids"].clone()).unwrap();
     eprintln!("mlx-lm-trained adapters: ours {ours:?}\n                         mlx-lm {want:?}");
     assert_eq!(ours, want);

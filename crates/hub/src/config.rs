@@ -23,6 +23,12 @@
 //! | blob cache bound | `--cache-max-bytes` | `MLX_HUB_CACHE_MAX_BYTES`  | `cache_max_bytes`  | 20 GiB (S3 store only)          |
 //! | database wait    | —                  | `MLX_HUB_DB_ACQUIRE_TIMEOUT_SECS` | `db_acquire_timeout_secs` | 30 (wait for a pooled connection; how long a request waits on an unreachable database before its 503) |
 //!
+//! The engine's compute settings are environment only, read by [`runtime_settings`] and
+//! applied once at start-up (the engine and its kernels read no environment):
+//! `MLX_HUB_FUSED_DECODE=0` turns the fused decode step off, `MLX_HUB_CPU_THREADS` sets
+//! the CPU kernels' threads (default: the CPUs the process may use), `MLX_HUB_QMM=mlx`
+//! runs MLX's own quantized matmul instead of ours.
+//!
 //! An `s3://bucket/prefix` artifact store reads the standard AWS variables
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
 //! `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`), never the TOML file.
@@ -55,6 +61,27 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1 << 30;
 pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Longest wait for the next chunk of a request body.
 pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The engine's compute settings from the environment (see the module docs). Lenient as
+/// the kernels always were: a thread count that is not a number ≥ 1 means the default.
+pub fn runtime_settings(env: impl Fn(&str) -> Option<String>) -> engine::runtime::RuntimeSettings {
+    let threads = env("MLX_HUB_CPU_THREADS").and_then(|v| {
+        // C's atoi: leading digits count, the rest is ignored
+        let digits: String = v
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse::<usize>().ok().filter(|&n| n >= 1)
+    });
+    engine::runtime::RuntimeSettings {
+        fused_decode: env("MLX_HUB_FUSED_DECODE").is_none_or(|v| v != "0"),
+        cpu_kernels: mlx::quantization::CpuKernelSettings {
+            threads,
+            mlx_quantized_matmul: env("MLX_HUB_QMM").is_some_and(|v| v == "mlx"),
+        },
+    }
+}
 
 /// The resolved configuration.
 #[derive(Debug, Clone)]
@@ -560,6 +587,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.port, 9002);
         assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn runtime_settings_from_env() {
+        let defaults = runtime_settings(|_| None);
+        assert_eq!(defaults, engine::runtime::RuntimeSettings::default());
+        let vars = [
+            ("MLX_HUB_FUSED_DECODE", "0"),
+            ("MLX_HUB_CPU_THREADS", " 3x"),
+            ("MLX_HUB_QMM", "mlx"),
+        ];
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let s = runtime_settings(env);
+        assert!(!s.fused_decode);
+        assert_eq!(s.cpu_kernels.threads, Some(3));
+        assert!(s.cpu_kernels.mlx_quantized_matmul);
+        let s = runtime_settings(|k| (k == "MLX_HUB_CPU_THREADS").then(|| "0".to_string()));
+        assert_eq!(s.cpu_kernels.threads, None);
+        let s = runtime_settings(|k| (k == "MLX_HUB_FUSED_DECODE").then(|| "1".to_string()));
+        assert!(s.fused_decode);
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! `test.jsonl`, in one of mlx-lm's formats, detected from the first row of
 //! `train.jsonl`:
 //!
-//! - `text`: `{"text": "..."}`
 //! - `completions`: `{"prompt": "...", "completion": "..."}`
 //! - `chat`: `{"messages": [{"role": "...", "content": "..."}, ...]}`
+//! - `text`: `{"text": "..."}`
+//!
+//! Detection and the row rules are the engine's ([`engine::train::format`], what
+//! training reads), with chat roles held to system, user, assistant and tool; the
+//! messages keep the API's wording.
 //!
 //! Every line of every split is validated (errors name the file, the line and
 //! what is wrong) while the file is copied into a private temporary folder;
@@ -16,8 +20,8 @@ use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use engine::train::format::{RowError, RowRules};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{HubError, HubResult};
@@ -29,24 +33,8 @@ pub const SPLITS: [&str; 3] = ["train", "valid", "test"];
 /// Longest accepted line.
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
-/// mlx-lm's dataset formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetFormat {
-    Text,
-    Completions,
-    Chat,
-}
-
-impl DatasetFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatasetFormat::Text => "text",
-            DatasetFormat::Completions => "completions",
-            DatasetFormat::Chat => "chat",
-        }
-    }
-}
+/// mlx-lm's dataset formats (the engine's: detection and row rules live there).
+pub use engine::train::format::DataFormat as DatasetFormat;
 
 /// A request to register a dataset folder.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,133 +66,75 @@ fn line_err(file: &str, line: u64, message: impl Into<String>) -> HubError {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The format a row is in, or why it is none of them.
-pub fn detect_format(row: &Value) -> Result<DatasetFormat, String> {
-    let Some(obj) = row.as_object() else {
-        return Err(format!("expected a JSON object, found {}", type_name(row)));
-    };
-    if obj.contains_key("messages") {
-        Ok(DatasetFormat::Chat)
-    } else if obj.contains_key("prompt") || obj.contains_key("completion") {
-        Ok(DatasetFormat::Completions)
-    } else if obj.contains_key("text") {
-        Ok(DatasetFormat::Text)
-    } else {
-        Err(
-            "unrecognised row: expected {\"text\"}, {\"prompt\", \"completion\"} or {\"messages\"}"
-                .into(),
-        )
-    }
-}
-
-fn string_field(obj: &serde_json::Map<String, Value>, key: &str) -> Result<(), String> {
-    match obj.get(key) {
-        Some(Value::String(_)) => Ok(()),
-        Some(other) => Err(format!(
-            "\"{key}\" must be a string, found {}",
-            type_name(other)
-        )),
-        None => Err(format!("missing key \"{key}\"")),
-    }
-}
-
-/// Checks one row against `format`.
-pub fn validate_row(format: DatasetFormat, row: &Value) -> Result<(), String> {
-    let Some(obj) = row.as_object() else {
-        return Err(format!("expected a JSON object, found {}", type_name(row)));
-    };
-    match format {
-        DatasetFormat::Text => string_field(obj, "text"),
-        DatasetFormat::Completions => {
-            string_field(obj, "prompt")?;
-            string_field(obj, "completion")
-        }
-        DatasetFormat::Chat => {
-            let msgs = match obj.get("messages") {
-                Some(Value::Array(a)) => a,
-                Some(other) => {
-                    return Err(format!(
-                        "\"messages\" must be an array, found {}",
-                        type_name(other)
-                    ));
-                }
-                None => return Err("missing key \"messages\"".into()),
-            };
-            if msgs.is_empty() {
-                return Err("\"messages\" must not be empty".into());
-            }
-            for (i, m) in msgs.iter().enumerate() {
-                let Some(m) = m.as_object() else {
-                    return Err(format!(
-                        "messages[{i}] must be an object, found {}",
-                        type_name(m)
-                    ));
-                };
-                match m.get("role") {
-                    Some(Value::String(r))
-                        if matches!(r.as_str(), "system" | "user" | "assistant" | "tool") => {}
-                    Some(Value::String(r)) => {
-                        return Err(format!(
-                            "messages[{i}].role {r:?} is not one of system, user, assistant, tool"
-                        ));
-                    }
-                    Some(other) => {
-                        return Err(format!(
-                            "messages[{i}].role must be a string, found {}",
-                            type_name(other)
-                        ));
-                    }
-                    None => return Err(format!("messages[{i}] has no \"role\"")),
-                }
-                match m.get("content") {
-                    Some(Value::String(_)) => {}
-                    // an assistant message that only calls tools
-                    Some(Value::Null) | None if m.contains_key("tool_calls") => {}
-                    Some(other) => {
-                        return Err(format!(
-                            "messages[{i}].content must be a string, found {}",
-                            type_name(other)
-                        ));
-                    }
-                    None => return Err(format!("messages[{i}] has no \"content\"")),
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Checks one line of a split (line ending included): UTF-8, not blank, a
-/// JSON row valid in `format`, which is detected from this row when `None`.
+/// The engine's check of one line (see [`engine::train::format`]), with the API's
+/// wording (JSON's type names, quoted keys, the format and where it came from).
 fn check_line(line: &[u8], format: Option<DatasetFormat>) -> Result<DatasetFormat, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8: {e}"))?;
-    let text = text.trim_end_matches(['\n', '\r']);
-    if text.trim().is_empty() {
-        return Err("empty line".into());
-    }
-    let row: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let f = match format {
-        Some(f) => f,
-        None => detect_format(&row)?,
+    let rules = RowRules {
+        known_roles_only: true,
+        ..RowRules::default()
     };
-    validate_row(f, &row).map_err(|m| {
-        format!(
-            "{m} (format {} detected from train.jsonl line 1)",
-            f.as_str()
-        )
-    })?;
-    Ok(f)
+    engine::train::format::check_line(line, format, &rules).map_err(|e| {
+        let message = registration_message(&e.error);
+        match (&e.error, e.format) {
+            (
+                RowError::NotUtf8(_)
+                | RowError::EmptyLine
+                | RowError::InvalidJson(_)
+                | RowError::UnknownFormat(_),
+                _,
+            )
+            | (_, None) => message,
+            (_, Some(f)) => format!(
+                "{message} (format {} detected from train.jsonl line 1)",
+                f.name()
+            ),
+        }
+    })
+}
+
+fn registration_message(e: &RowError) -> String {
+    match e {
+        RowError::NotUtf8(e) => format!("invalid UTF-8: {e}"),
+        RowError::EmptyLine => "empty line".into(),
+        RowError::InvalidJson(e) => format!("invalid JSON: {e}"),
+        RowError::NotAnObject(k) => format!("expected a JSON object, found {}", k.json_name()),
+        RowError::UnknownFormat(_) => {
+            "unrecognised row: expected {\"text\"}, {\"prompt\", \"completion\"} or {\"messages\"}"
+                .into()
+        }
+        RowError::MissingKey { key, .. } => format!("missing key \"{key}\""),
+        RowError::NotAString { key, found } => {
+            format!("\"{key}\" must be a string, found {}", found.json_name())
+        }
+        RowError::MessagesNotAList { key, found } => {
+            format!("\"{key}\" must be an array, found {}", found.json_name())
+        }
+        RowError::MessagesEmpty { key } => format!("\"{key}\" must not be empty"),
+        RowError::MessageNotAnObject { index, found } => {
+            format!(
+                "messages[{index}] must be an object, found {}",
+                found.json_name()
+            )
+        }
+        RowError::RoleMissing { index } => format!("messages[{index}] has no \"role\""),
+        RowError::RoleNotAString { index, found } => format!(
+            "messages[{index}].role must be a string, found {}",
+            found.json_name()
+        ),
+        RowError::UnknownRole { index, role } => {
+            format!("messages[{index}].role {role:?} is not one of system, user, assistant, tool")
+        }
+        RowError::ContentMissing { index } => format!("messages[{index}] has no \"content\""),
+        RowError::ContentNotAString { index, found } => format!(
+            "messages[{index}].content must be a string, found {}",
+            found.json_name()
+        ),
+        RowError::ToolsNotAList(found) => {
+            format!("\"tools\" must be an array, found {}", found.json_name())
+        }
+        // not a rule of registration (no prompt masking)
+        RowError::MaskedChatEndsWithoutAssistant => e.to_string(),
+    }
 }
 
 /// Validates a whole split held in memory, line by line as a registration
@@ -398,7 +328,7 @@ impl Hub {
         let final_dir = self.datasets_dir().join(&validated.content_hash);
         let new = NewDataset {
             name: req.name.clone(),
-            format: validated.format.as_str().to_string(),
+            format: validated.format.name().to_string(),
             splits: validated.splits.clone(),
             content_hash: validated.content_hash.clone(),
             location: final_dir.display().to_string(),

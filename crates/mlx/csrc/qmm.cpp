@@ -133,11 +133,14 @@ void load_row(const void* base, SDtype dt, size_t offset, int count, float* out)
 
 // ----- the thread pool
 
+// Set by configure_threads before the pool starts (0: the CPUs this process may use).
+std::atomic<int> configured_threads{0};
+// Set by configure_fast_path (the caller's settings, e.g. MLX_HUB_QMM=mlx read by the hub).
+std::atomic<bool> fast_path_off{false};
+
 int default_threads() {
-  if (const char* env = std::getenv("MLX_HUB_CPU_THREADS")) {
-    int n = std::atoi(env);
-    if (n >= 1) return std::min(n, 256);
-  }
+  int configured = configured_threads.load(std::memory_order_relaxed);
+  if (configured >= 1) return std::min(configured, 256);
 #if defined(__linux__)
   // The CPUs this process may run on (a container or taskset may allow fewer).
   cpu_set_t set;
@@ -1366,11 +1369,15 @@ bool decode_layer_available() {
 }
 
 bool fast_path_disabled() {
-  static const bool off = [] {
-    const char* v = std::getenv("MLX_HUB_QMM");
-    return v != nullptr && std::string(v) == "mlx";
-  }();
-  return off;
+  return fast_path_off.load(std::memory_order_relaxed);
+}
+
+void configure_fast_path(bool on) {
+  fast_path_off.store(!on, std::memory_order_relaxed);
+}
+
+void configure_threads(int n) {
+  configured_threads.store(std::max(0, n), std::memory_order_relaxed);
 }
 
 const char* kernel_name() {

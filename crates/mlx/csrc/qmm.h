@@ -14,7 +14,7 @@ namespace mlxs_qmm {
 // Same contract as mx::quantized_matmul. On a CPU stream, for affine 4/8-bit weights with
 // groups of 32/64/128 in the transposed form (`x @ dequantize(w).T`, what Linear layers
 // use) the result is computed by our primitive; otherwise (GPU streams, other modes or
-// bits, the non-transposed form) it is MLX's own op. MLX_HUB_QMM=mlx turns ours off.
+// bits, the non-transposed form) it is MLX's own op. configure_fast_path(false) turns ours off.
 mlx::core::array quantized_matmul(
     const mlx::core::array& x,
     const mlx::core::array& w,
@@ -44,8 +44,13 @@ uint64_t decode_layer_calls();
 // The best kernel this CPU runs: "avx2-fma", "neon", "scalar", or "mlx" when the
 // fast path is turned off (force_portable does not change it).
 const char* kernel_name();
-// Threads of the kernels' pool (MLX_HUB_CPU_THREADS, else the CPUs this process may use).
+// Threads of the kernels' pool (configure_threads, else the CPUs this process may use).
 int threads();
+// The pool's thread count (1..256; 0 = the CPUs this process may use). Only a call before
+// the pool's first use counts: the pool starts once.
+void configure_threads(int n);
+// Our kernels on (the default) or off (MLX's own quantized matmul everywhere).
+void configure_fast_path(bool on);
 // Runs `rounds` pool jobs of varying sizes; returns how many chunk counts were wrong.
 int64_t pool_self_check(int rounds);
 bool fast_path_disabled();

@@ -847,6 +847,10 @@ uint64_t mlxs_qmm_calls(void) {
 void mlxs_qmm_force_portable(int on) {
   mlxs_qmm::force_portable(on != 0);
 }
+void mlxs_qmm_configure(int threads, int fast_path) {
+  mlxs_qmm::configure_threads(threads);
+  mlxs_qmm::configure_fast_path(fast_path != 0);
+}
 int mlxs_decode_layer(const mlxs_vec* inputs, const mlxs_decode_spec* spec,
                       const int32_t* offsets, const int32_t* copy, int32_t rows,
                       mlxs_vec* outputs) {

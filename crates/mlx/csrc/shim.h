@@ -144,6 +144,8 @@ const char* mlxs_qmm_kernel(void);
 int mlxs_qmm_threads(void);
 int64_t mlxs_qmm_pool_self_check(int rounds);
 void mlxs_qmm_force_portable(int on);
+// The kernels' settings, given once at start-up (see mlxs_qmm::configure_*).
+void mlxs_qmm_configure(int threads, int fast_path);
 uint64_t mlxs_qmm_calls(void);
 
 // One decode position of a Llama block as one node (csrc/qmm.cpp, decode_layer).

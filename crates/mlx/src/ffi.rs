@@ -253,6 +253,7 @@ unsafe extern "C" {
     pub fn mlxs_qmm_threads() -> c_int;
     pub fn mlxs_qmm_pool_self_check(rounds: c_int) -> i64;
     pub fn mlxs_qmm_force_portable(on: c_int);
+    pub fn mlxs_qmm_configure(threads: c_int, fast_path: c_int);
     pub fn mlxs_qmm_calls() -> u64;
     pub fn mlxs_decode_layer(
         inputs: *const mlxs_vec,

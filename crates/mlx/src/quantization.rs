@@ -98,7 +98,7 @@ pub fn dequantize(q: &Quantized, dtype: Option<Dtype>) -> Result<Array> {
 /// or 128 (what quantized Linear layers compute) runs our own kernels ([`cpu_kernel`]);
 /// everything else, and every GPU stream, runs MLX's. Both are lazy, compile, and give
 /// the gradient with respect to `x` (and to scales and biases, as MLX does).
-/// `MLX_HUB_QMM=mlx` turns our kernels off.
+/// [`configure_cpu_kernels`] can turn our kernels off.
 pub fn quantized_matmul(x: &Array, q: &Quantized, transpose: bool) -> Result<Array> {
     qmm(ffi::mlxs_quantized_matmul, x, q, transpose)
 }
@@ -139,10 +139,29 @@ fn qmm(f: QmmFn, x: &Array, q: &Quantized, transpose: bool) -> Result<Array> {
 /// Which of our CPU quantized-matmul kernels runs here, and on how many threads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuKernel {
-    /// `avx2-fma`, `neon`, `scalar` (portable), or `mlx` when `MLX_HUB_QMM=mlx`.
+    /// `avx2-fma`, `neon`, `scalar` (portable), or `mlx` when turned off
+    /// ([`CpuKernelSettings::mlx_quantized_matmul`]).
     pub name: String,
-    /// `MLX_HUB_CPU_THREADS`, else the CPUs this process may run on.
+    /// [`CpuKernelSettings::threads`], else the CPUs this process may run on.
     pub threads: i32,
+}
+
+/// How our CPU kernels run, chosen by the caller's configuration (the hub reads
+/// `MLX_HUB_CPU_THREADS` and `MLX_HUB_QMM`) and given once at start-up with
+/// [`configure_cpu_kernels`]; the default is what runs when nobody configures them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuKernelSettings {
+    /// Threads of the kernels' pool (capped at 256); `None`: the CPUs this process may use.
+    pub threads: Option<usize>,
+    /// MLX's own quantized matmul everywhere instead of ours.
+    pub mlx_quantized_matmul: bool,
+}
+
+/// Applies `settings` process-wide. The thread count counts only before the kernels'
+/// pool first runs (it starts once); the kernel choice takes effect at the next op.
+pub fn configure_cpu_kernels(settings: CpuKernelSettings) {
+    let threads = settings.threads.map_or(0, |n| n.min(256) as i32);
+    unsafe { ffi::mlxs_qmm_configure(threads, (!settings.mlx_quantized_matmul) as i32) }
 }
 
 pub fn cpu_kernel() -> CpuKernel {
@@ -203,7 +222,7 @@ pub struct DecodeLayer<'a> {
 }
 
 /// Whether [`decode_layer`] runs here: MLX's default device is the CPU and our kernels
-/// are on (not `MLX_HUB_QMM=mlx`).
+/// are on (not turned off by [`configure_cpu_kernels`]).
 pub fn decode_layer_available() -> bool {
     unsafe { ffi::mlxs_decode_layer_available() != 0 }
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use engine::models::Llama;
 use engine::nn::Adapt;
 use engine::tokenizer::Tokenizer;
 use engine::train::{
@@ -313,7 +312,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("reading {}/config.json", model_dir.display()))?;
         engine::train::llama_from_config_random(config, args.seed)?
     } else {
-        Llama::load(&model_dir).with_context(|| format!("loading model {}", model_dir.display()))?
+        engine::models::load(&model_dir, &engine::models::LoadOptions::default())
+            .with_context(|| format!("loading model {}", model_dir.display()))?
+            .model
     };
     let tokenizer = Tokenizer::from_dir(&model_dir)
         .with_context(|| format!("loading tokenizer of {}", model_dir.display()))?;

@@ -789,14 +789,11 @@ impl Llama {
     }
 }
 
-static FUSED_DECODE: std::sync::LazyLock<std::sync::atomic::AtomicBool> =
-    std::sync::LazyLock::new(|| {
-        let on = std::env::var("MLX_HUB_FUSED_DECODE").map_or(true, |v| v != "0");
-        std::sync::atomic::AtomicBool::new(on)
-    });
+static FUSED_DECODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Turns the fused decode step (see [`Llama`]'s `forward`) on or off process-wide; the
-/// default is on unless `MLX_HUB_FUSED_DECODE=0`. Both compute the same tokens.
+/// default is on ([`crate::runtime::RuntimeSettings`] carries the caller's choice,
+/// e.g. `MLX_HUB_FUSED_DECODE=0`). Both compute the same tokens.
 pub fn set_fused_decode(on: bool) {
     FUSED_DECODE.store(on, std::sync::atomic::Ordering::Relaxed);
 }

@@ -51,7 +51,86 @@ pub trait LanguageModel {
     }
 }
 
-/// Loads a model folder (`config.json` + safetensors) in mlx-lm's layout.
+/// Loads a model folder (`config.json` + safetensors) in mlx-lm's layout, as
+/// [`load`] with no options does.
 pub fn load_model(dir: impl AsRef<Path>) -> Result<Box<dyn LanguageModel + Send>> {
-    Ok(Box::new(Llama::load(dir)?))
+    Ok(Box::new(load(dir.as_ref(), &LoadOptions::default())?.model))
+}
+
+/// What [`load`] does besides reading the model folder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// An adapter folder (`adapters.safetensors` + `adapter_config.json`), checked
+    /// against the model (names and shapes) and applied: LoRA/DoRA unfused (every
+    /// forward pass adds the low-rank term), a full fine-tune's weights replacing the
+    /// model's.
+    pub adapter: Option<&'a Path>,
+    /// After the adapter: dense copies of quantized and half-precision weights in this
+    /// dtype (see [`LanguageModel::densify`]).
+    pub densify: Option<Dtype>,
+}
+
+/// A model as [`load`] made it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub model: Llama,
+    /// The adapter folder as read (already applied to `model`).
+    pub adapters: Option<crate::train::Adapters>,
+    /// Bytes of weights held after [`LoadOptions::densify`], when it ran.
+    pub densified_bytes: Option<usize>,
+}
+
+/// Why [`load`] failed: the model folder, or the adapter over it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Model(#[from] crate::weights::ModelError),
+    #[error("the adapter: {0}")]
+    Adapter(crate::train::TrainError),
+}
+
+impl From<LoadError> for crate::weights::ModelError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Model(e) => e,
+            adapter @ LoadError::Adapter(_) => {
+                crate::weights::ModelError::Invalid(adapter.to_string())
+            }
+        }
+    }
+}
+
+impl From<LoadError> for crate::train::TrainError {
+    /// The underlying error, unprefixed.
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Model(e) => e.into(),
+            LoadError::Adapter(e) => e,
+        }
+    }
+}
+
+/// The one way to load a model, with or without an adapter over it: reads the model
+/// folder, then the adapter, then densifies (so a full fine-tune's weights are
+/// densified too).
+pub fn load(dir: &Path, options: &LoadOptions<'_>) -> std::result::Result<Loaded, LoadError> {
+    let mut model = Llama::load(dir)?;
+    let adapters = match options.adapter {
+        Some(adapter_dir) => {
+            let adapters =
+                crate::train::load_adapters(adapter_dir, &model).map_err(LoadError::Adapter)?;
+            crate::train::apply_adapters(&mut model, &adapters).map_err(LoadError::Adapter)?;
+            Some(adapters)
+        }
+        None => None,
+    };
+    let densified_bytes = match options.densify {
+        Some(dtype) => model.densify(dtype)?,
+        None => None,
+    };
+    Ok(Loaded {
+        model,
+        adapters,
+        densified_bytes,
+    })
 }

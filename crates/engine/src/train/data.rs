@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use mlx::Array;
 use serde_json::{Map, Value};
 
+use super::format::{JsonKind, RowError, RowRules, detect_format, validate_row};
 use super::{Result, TrainError};
 use crate::tokenizer::Tokenizer;
 
@@ -35,23 +36,7 @@ impl Default for DataKeys {
     }
 }
 
-/// The format of a dataset file, from its first row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataFormat {
-    Text,
-    Completions,
-    Chat,
-}
-
-impl DataFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            DataFormat::Text => "text",
-            DataFormat::Completions => "completions",
-            DataFormat::Chat => "chat",
-        }
-    }
-}
+pub use super::format::DataFormat;
 
 /// One tokenized row: its tokens and the number of leading prompt tokens excluded
 /// from the loss (0 unless `mask_prompt`).
@@ -164,42 +149,36 @@ pub fn parse_split(
             continue;
         }
         let v: Value = serde_json::from_str(line)
-            .map_err(|e| data_err(path, n, format!("invalid JSON: {e}")))?;
-        let Value::Object(obj) = v else {
-            return Err(data_err(path, n, "expected a JSON object"));
+            .map_err(|e| data_err(path, n, RowError::InvalidJson(e.to_string()).to_string()))?;
+        let obj = match v {
+            Value::Object(obj) => obj,
+            other => {
+                let e = RowError::NotAnObject(JsonKind::of(&other));
+                return Err(data_err(path, n, e.to_string()));
+            }
         };
         rows.push((n, obj));
     }
-    let Some((_, first)) = rows.first() else {
+    let Some((first_line, first)) = rows.first() else {
         return Err(data_err(path, 1, "the file is empty (no rows)"));
     };
-    let k = &opts.keys;
-    let format = if first.contains_key(&k.prompt) && first.contains_key(&k.completion) {
-        DataFormat::Completions
-    } else if first.contains_key(&k.chat) {
-        DataFormat::Chat
-    } else if first.contains_key(&k.text) {
-        if opts.mask_prompt {
-            return Err(data_err(
-                path,
-                rows[0].0,
-                "prompt masking is not supported for a text dataset",
-            ));
-        }
-        DataFormat::Text
-    } else {
+    let format =
+        detect_format(first, &opts.keys).map_err(|e| data_err(path, *first_line, e.to_string()))?;
+    if format == DataFormat::Text && opts.mask_prompt {
         return Err(data_err(
             path,
-            rows[0].0,
-            format!(
-                "unsupported data format: a row needs `{}`, `{}`+`{}` or `{}`",
-                k.text, k.prompt, k.completion, k.chat
-            ),
+            *first_line,
+            "prompt masking is not supported for a text dataset",
         ));
+    }
+    let rules = RowRules {
+        keys: opts.keys.clone(),
+        mask_prompt: opts.mask_prompt,
+        known_roles_only: false,
     };
     // Validate every row before tokenizing anything.
     for (n, obj) in &rows {
-        validate_row(obj, format, opts).map_err(|m| data_err(path, *n, m))?;
+        validate_row(obj, format, &rules).map_err(|e| data_err(path, *n, e.to_string()))?;
     }
     let eos = tokenizer
         .eos_token()
@@ -219,93 +198,6 @@ pub fn parse_split(
         format,
         examples,
     })
-}
-
-fn validate_row(
-    obj: &Map<String, Value>,
-    format: DataFormat,
-    opts: &DataOptions,
-) -> std::result::Result<(), String> {
-    let k = &opts.keys;
-    let string = |key: &str| -> std::result::Result<(), String> {
-        match obj.get(key) {
-            Some(Value::String(_)) => Ok(()),
-            Some(other) => Err(format!(
-                "`{key}` must be a string, found {}",
-                type_name(other)
-            )),
-            None => Err(format!(
-                "missing `{key}` (the file is in {} format, from its first row)",
-                format.name()
-            )),
-        }
-    };
-    if let Some(t) = obj.get("tools")
-        && !t.is_array()
-        && !t.is_null()
-    {
-        return Err(format!("`tools` must be a list, found {}", type_name(t)));
-    }
-    match format {
-        DataFormat::Text => string(&k.text),
-        DataFormat::Completions => {
-            string(&k.prompt)?;
-            string(&k.completion)
-        }
-        DataFormat::Chat => {
-            let msgs = match obj.get(&k.chat) {
-                Some(Value::Array(m)) => m,
-                Some(other) => {
-                    return Err(format!(
-                        "`{}` must be a list of messages, found {}",
-                        k.chat,
-                        type_name(other)
-                    ));
-                }
-                None => {
-                    return Err(format!(
-                        "missing `{}` (the file is in chat format, from its first row)",
-                        k.chat
-                    ));
-                }
-            };
-            if msgs.is_empty() {
-                return Err(format!("`{}` is empty", k.chat));
-            }
-            for (j, m) in msgs.iter().enumerate() {
-                let Value::Object(m) = m else {
-                    return Err(format!("message {j} is not an object"));
-                };
-                match m.get("role") {
-                    Some(Value::String(_)) => {}
-                    _ => return Err(format!("message {j} has no string `role`")),
-                }
-                if !m.contains_key("content") && !m.contains_key("tool_calls") {
-                    return Err(format!("message {j} has no `content`"));
-                }
-            }
-            if opts.mask_prompt {
-                let last = msgs.last().and_then(|m| m.get("role"));
-                if last != Some(&Value::String("assistant".into())) {
-                    return Err(
-                        "with --mask-prompt a chat row must end with an assistant message".into(),
-                    );
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn tokenize_row(

@@ -10,10 +10,9 @@ use std::path::Path;
 use mlx::quantization::{Quantized, dequantize, quantize};
 use mlx::{Array, Dtype};
 
-use super::adapters::{FineTuneType, load_adapters};
+use super::adapters::FineTuneType;
 use super::{Result, TrainError};
 use crate::convert::{self, ConvertEvent, ConvertReport};
-use crate::models::Llama;
 
 /// Merges the adapters of `adapter_dir` into the model of `base` and writes the
 /// result to `out` (which must not exist).
@@ -31,10 +30,17 @@ pub fn fuse_to_dir(
         )));
     }
     progress(ConvertEvent::Stage(format!("loading {}", base.display())));
-    // The model checks the adapters (names and shapes) exactly as `load_into` does.
-    let model = Llama::load(base)?;
-    let adapters = load_adapters(adapter_dir, &model)?;
-    drop(model);
+    // Loading checks the adapters against the model (names and shapes); the fused
+    // weights are computed from the folder's tensors, not from this model.
+    let loaded = crate::models::load(
+        base,
+        &crate::models::LoadOptions {
+            adapter: Some(adapter_dir),
+            ..Default::default()
+        },
+    )?;
+    let adapters = loaded.adapters.expect("an adapter was asked for");
+    drop(loaded.model);
     let (mut config, parsed, mut tensors) = convert::load_folder(base)?;
     let spec = &adapters.config.spec;
     progress(ConvertEvent::Stage(format!(

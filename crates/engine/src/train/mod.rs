@@ -1,9 +1,11 @@
-//! Fine-tuning as mlx-lm's `mlx_lm.lora` does it: JSONL datasets ([`data`]),
+//! Fine-tuning as mlx-lm's `mlx_lm.lora` does it: JSONL datasets ([`data`], their
+//! formats and row rules in [`format`]),
 //! LoRA / DoRA / full fine-tune parameters and the adapter folder ([`adapters`]),
 //! optimizers and schedules ([`optim`]), and the training loop ([`trainer`]).
 
 pub mod adapters;
 pub mod data;
+pub mod format;
 pub mod fuse;
 pub mod optim;
 pub mod scratch;

@@ -292,30 +292,26 @@ fn run(
     tracing::info!(model = %label, "model unloaded");
 }
 
-/// Loads the model, applies the adapter (LoRA/DoRA unfused, as the engine's
-/// adapted model runs; a full fine-tune's weights replace the base's) and
-/// densifies, in that order (a full fine-tune's weights are densified too).
+/// Loads the model with its adapter and densified ([`engine::models::load`]).
 fn load_model(
     dir: &std::path::Path,
     adapter_dir: Option<&std::path::Path>,
     dense: bool,
     label: &str,
 ) -> Result<Box<dyn LanguageModel + Send>, String> {
-    let mut model = engine::models::Llama::load(dir).map_err(|e| e.to_string())?;
-    if let Some(ad) = adapter_dir {
-        let adapters =
-            engine::train::load_adapters(ad, &model).map_err(|e| format!("the adapter: {e}"))?;
-        engine::train::apply_adapters(&mut model, &adapters)
-            .map_err(|e| format!("the adapter: {e}"))?;
+    let options = engine::models::LoadOptions {
+        adapter: adapter_dir,
+        densify: dense.then_some(engine::models::Dtype::Float32),
+    };
+    let loaded = engine::models::load(dir, &options).map_err(|e| e.to_string())?;
+    if loaded.adapters.is_some() {
         tracing::info!(model = %label, "adapter applied");
     }
     if dense {
-        let bytes = model
-            .densify(engine::models::Dtype::Float32)
-            .map_err(|e| e.to_string())?;
+        let bytes = loaded.densified_bytes;
         tracing::info!(model = %label, bytes = ?bytes, "weights densified to float32");
     }
-    Ok(Box::new(model))
+    Ok(Box::new(loaded.model))
 }
 
 fn tokenizer_error(e: TokenizerError) -> HubError {

@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use engine::models::Llama;
+use engine::models::{LoadError, LoadOptions, Loaded};
 use engine::tokenizer::Tokenizer;
 use engine::train::data::load_split;
-use engine::train::{DataFormat, DataOptions, FineTuneType, NumpyRng, evaluate, load_adapters};
+use engine::train::{DataFormat, DataOptions, FineTuneType, NumpyRng, evaluate};
 use tokio::sync::watch;
 
 use super::train_job::{ADAPTER_FORMAT, Control, Failure, fail, materialise};
@@ -249,13 +249,21 @@ fn evaluate_on_thread(
     cfg: &EvalConfig,
     cancelled: &dyn Fn() -> bool,
 ) -> Result<EvalResult, Failure> {
-    let mut model = Llama::load(model_dir).map_err(|e| fail(format!("loading the model: {e}")))?;
+    // The adapter is applied at load: the loss below passes LoRA/DoRA explicitly
+    // (`Adapt`, which the training forward pass uses alone), generation uses the
+    // applied ones; a full fine-tune's weights replace the base's.
+    let options = LoadOptions {
+        adapter: adapter_dir,
+        ..LoadOptions::default()
+    };
+    let Loaded {
+        model, adapters, ..
+    } = engine::models::load(model_dir, &options).map_err(|e| match e {
+        LoadError::Model(e) => fail(format!("loading the model: {e}")),
+        adapter @ LoadError::Adapter(_) => fail(adapter.to_string()),
+    })?;
     let tokenizer =
         Tokenizer::from_dir(model_dir).map_err(|e| fail(format!("loading the tokenizer: {e}")))?;
-    let adapters = match adapter_dir {
-        Some(d) => Some(load_adapters(d, &model).map_err(|e| fail(format!("the adapter: {e}")))?),
-        None => None,
-    };
     let split = load_split(
         split_file,
         &tokenizer,
@@ -269,9 +277,6 @@ fn evaluate_on_thread(
     let full = adapters
         .as_ref()
         .is_some_and(|a| a.config.spec.fine_tune_type == FineTuneType::Full);
-    if full && let Some(a) = &adapters {
-        engine::train::apply_adapters(&mut model, a).map_err(|e| fail(e.to_string()))?;
-    }
     let adapt = engine::nn::Adapt {
         params: adapters.as_ref().filter(|_| !full).map(|a| &a.params),
         lora_scale: adapters.as_ref().map_or(0.0, |a| a.config.spec.lora.scale),
@@ -309,9 +314,6 @@ fn evaluate_on_thread(
         },
     )
     .map_err(|e| fail(format!("loading the {} split: {e}", cfg.split)))?;
-    if !full && let Some(a) = &adapters {
-        engine::train::apply_adapters(&mut model, a).map_err(|e| fail(e.to_string()))?;
-    }
     let eos = tokenizer.eos_token_ids().to_vec();
     let until_eos = |ids: &[u32]| -> Vec<u32> {
         ids.iter()

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use engine::models::Llama;
 use engine::tokenizer::Tokenizer;
 use engine::train::adapters::{ADAPTER_CONFIG, ADAPTER_FILE};
 use engine::train::{
@@ -580,8 +579,9 @@ fn train_on_thread(
     let t0 = std::time::Instant::now();
     crate::host::wire_gpu_memory_for(model_dir);
     let model = load_span
-        .in_scope(|| Llama::load(model_dir))
-        .map_err(|e| fail(format!("loading the base model: {e}")))?;
+        .in_scope(|| engine::models::load(model_dir, &engine::models::LoadOptions::default()))
+        .map_err(|e| fail(format!("loading the base model: {e}")))?
+        .model;
     load_span.record("duration_seconds", t0.elapsed().as_secs_f64());
     drop(load_span);
     let tokenizer =
