@@ -8,7 +8,7 @@ use hub::config::HubConfig;
 use hub::error::{HubError, HubResult};
 use hub::mlflow::MlflowSync;
 use hub::service::Hub;
-use hub::worker::{Provenance, Worker};
+use hub::jobs::{Provenance, JobRunner};
 
 /// What runs beside the API.
 #[derive(Debug, Clone, Default)]
@@ -30,9 +30,9 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            id: hub::worker::default_worker_id(),
-            lease: hub::worker::DEFAULT_LEASE,
-            poll_interval: hub::worker::DEFAULT_POLL_INTERVAL,
+            id: hub::jobs::default_worker_id(),
+            lease: hub::jobs::DEFAULT_LEASE,
+            poll_interval: hub::jobs::DEFAULT_POLL_INTERVAL,
             provenance: Provenance::detect(),
         }
     }
@@ -101,7 +101,7 @@ pub async fn serve_on_with(
         tasks.push(sync.spawn(stop_rx.clone()));
     }
     if let Some(w) = options.worker {
-        let worker = Worker::for_hub(&hub, w.id)
+        let worker = JobRunner::for_hub(&hub, w.id)
             .with_lease(w.lease)
             .with_poll_interval(w.poll_interval)
             .with_provenance(w.provenance);

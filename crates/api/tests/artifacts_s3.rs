@@ -26,7 +26,7 @@ use hub::artifacts::{ArtifactStore, Artifacts, Tier, sha256_bytes};
 use hub::dataset_import::RegisterDataset;
 use hub::registry::RegisterFolder;
 use hub::store::{DeviceKind, JobKind, JobRequirements, JobState, NewJob, WorkerCapabilities};
-use hub::worker::Worker;
+use hub::jobs::JobRunner;
 use hub::{Hub, HubConfig, StoreError};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -500,7 +500,7 @@ async fn register_dataset(hub: &Hub) -> hub::store::Dataset {
 }
 
 async fn enqueue_training(db: &TestDb, base_version_id: i64, d: &hub::store::Dataset) -> i64 {
-    let mut t = serde_json::to_value(hub::training::TrainConfig::default()).unwrap();
+    let mut t = serde_json::to_value(hub::jobs::TrainConfig::default()).unwrap();
     for (k, v) in [
         ("num_layers", json!(-1)),
         ("batch_size", json!(2)),
@@ -577,7 +577,7 @@ async fn workers_pull_through_the_cache_and_a_corrupt_base_fails_the_job() {
     assert_eq!(b["data"].as_array().unwrap().len(), 2, "{b}");
     assert_eq!(b["data"][0]["line"], 1, "{b}");
     let job = enqueue_training(&db, base.id, &d).await;
-    let out = Worker::for_hub(&h2, "machine-2")
+    let out = JobRunner::for_hub(&h2, "machine-2")
         .run_once()
         .await
         .unwrap()
@@ -614,7 +614,7 @@ async fn workers_pull_through_the_cache_and_a_corrupt_base_fails_the_job() {
     let versions_before = db.store.registering_version_ids().await.unwrap().len();
     let h3 = s3_hub(&s3, &db, m3.path()).await;
     let job2 = enqueue_training(&db, base.id, &d).await;
-    let out = Worker::for_hub(&h3, "machine-3")
+    let out = JobRunner::for_hub(&h3, "machine-3")
         .run_once()
         .await
         .unwrap()
@@ -727,7 +727,7 @@ async fn requirements_gate_claims(db: TestDb) {
         "{err}"
     );
 
-    // a Worker advertises itself and claims only what fits
+    // a worker advertises itself and claims only what fits
     let _queued = s
         .enqueue_with(
             &NewJob::new(JobKind::Train, json!({})),
@@ -740,7 +740,7 @@ async fn requirements_gate_claims(db: TestDb) {
         .unwrap();
     let data = tempfile::tempdir().unwrap();
     let artifacts = hub::LocalArtifactStore::open(data.path()).unwrap();
-    let w = Worker::new(s.clone(), artifacts, "cpu-worker").with_capabilities(small_cpu.clone());
+    let w = JobRunner::new(s.clone(), artifacts, "cpu-worker").with_capabilities(small_cpu.clone());
     assert!(
         w.run_once().await.unwrap().is_none(),
         "a gpu job is not claimed by a cpu worker"
@@ -790,7 +790,7 @@ async fn job_requirements_over_http_are_validated_and_workers_listed() {
             "{req}: {b}"
         );
     }
-    let w = Worker::for_hub(&th.hub, "listed-worker");
+    let w = JobRunner::for_hub(&th.hub, "listed-worker");
     assert!(w.run_once().await.unwrap().is_none());
     let (st, b) = th.call("GET", "/api/workers", None).await;
     assert_eq!(st, 200, "{b}");

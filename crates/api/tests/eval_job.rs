@@ -12,7 +12,7 @@ use common::TestDb;
 use common::http::{TestHub, copy_dir, tiny_model};
 use hub::registry::RegisterFolder;
 use hub::store::{JobState, RunStatus};
-use hub::worker::Worker;
+use hub::jobs::JobRunner;
 use serde_json::{Value, json};
 
 fn rows(n: usize) -> String {
@@ -35,10 +35,10 @@ async fn metric(th: &TestHub, run_id: i64, key: &str) -> Option<f64> {
         .map(|m| m.value)
 }
 
-async fn run_job(th: &TestHub, body: Value) -> hub::worker::JobOutcome {
+async fn run_job(th: &TestHub, body: Value) -> hub::jobs::JobOutcome {
     let (s, j) = th.call("POST", "/api/jobs", Some(body)).await;
     assert_eq!(s, 201, "{j}");
-    let out = Worker::for_hub(&th.hub, "w")
+    let out = JobRunner::for_hub(&th.hub, "w")
         .run_once()
         .await
         .unwrap()

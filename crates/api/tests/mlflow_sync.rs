@@ -18,7 +18,7 @@ use hub::dataset_import::RegisterDataset;
 use hub::mlflow::MlflowSync;
 use hub::registry::RegisterFolder;
 use hub::store::{JobKind, JobState, MetricPoint, NewJob, NewRun, RunStatus};
-use hub::worker::Worker;
+use hub::jobs::JobRunner;
 use serde_json::{Value, json};
 use test_support::free_port;
 
@@ -83,7 +83,7 @@ fn write_rows(path: &Path, n: usize) {
 
 /// Runs one tiny LoRA job (6 steps, reports every 2) to success.
 async fn train(f: &Fixture) -> (i64, i64) {
-    let mut t = serde_json::to_value(hub::training::TrainConfig::default()).unwrap();
+    let mut t = serde_json::to_value(hub::jobs::TrainConfig::default()).unwrap();
     for (k, v) in [
         ("num_layers", json!(-1)),
         ("batch_size", json!(2)),
@@ -109,7 +109,7 @@ async fn train(f: &Fixture) -> (i64, i64) {
             })
             .await
             .unwrap();
-    let out = Worker::for_hub(&f.th.hub, "w1")
+    let out = JobRunner::for_hub(&f.th.hub, "w1")
         .run_once()
         .await
         .unwrap()

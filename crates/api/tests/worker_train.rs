@@ -15,7 +15,7 @@ use hub::artifacts::{ArtifactStore, sha256_file};
 use hub::dataset_import::RegisterDataset;
 use hub::registry::RegisterFolder;
 use hub::store::{Job, JobKind, JobState, NewJob, RunStatus, VersionStatus};
-use hub::worker::{JobOutcome, Worker};
+use hub::jobs::{JobOutcome, JobRunner};
 use serde_json::{Value, json};
 
 /// MLX's memory counters are per process: the tests of this file train one at a
@@ -90,7 +90,7 @@ fn write_rows(path: &Path, n: usize) {
 /// Enqueues a job as `POST /api/jobs` would store it, with `train` overrides
 /// (no range checks: the NaN test needs a learning rate the API refuses).
 async fn enqueue(f: &Fixture, train: Value) -> Job {
-    let mut t = serde_json::to_value(hub::training::TrainConfig::default()).unwrap();
+    let mut t = serde_json::to_value(hub::jobs::TrainConfig::default()).unwrap();
     t["num_layers"] = json!(-1);
     t["batch_size"] = json!(2);
     t["iters"] = json!(10);
@@ -123,8 +123,8 @@ async fn enqueue(f: &Fixture, train: Value) -> Job {
         .expect("enqueue")
 }
 
-fn worker(f: &Fixture, id: &str) -> Worker {
-    Worker::for_hub(&f.th.hub, id).with_lease(Duration::from_secs(30))
+fn worker(f: &Fixture, id: &str) -> JobRunner {
+    JobRunner::for_hub(&f.th.hub, id).with_lease(Duration::from_secs(30))
 }
 
 /// No job temp folder is left in the artifact store's temp dir.

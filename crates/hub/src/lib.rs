@@ -9,17 +9,17 @@
 //! - [`error`]: the services' error type (its codes: `errors::Code`).
 //! - [`service::Hub`]: the façade shared by the HTTP API and the CLI, with
 //!   [`registry`] (model folders), [`dataset_import`] (JSONL datasets) and
-//!   [`training`] (job submission).
+//!   [`jobs`] (submission, admission, the runner).
 //! - [`observability`]: training figures, log format and OTLP export.
 
 #![forbid(unsafe_code)]
 
-pub mod admission;
 pub mod artifacts;
 pub mod config;
 pub mod dataset_import;
 pub mod error;
 pub mod hf;
+pub mod jobs;
 pub mod host;
 pub mod mlflow;
 pub mod observability;
@@ -31,8 +31,6 @@ pub mod secret;
 pub mod service;
 pub mod serving;
 pub use store;
-pub mod training;
-pub mod worker;
 
 /// Makes ring the process's default rustls provider (idempotent). reqwest 0.13
 /// (object_store's and the OTLP exporter's HTTP client) is built without a

@@ -24,7 +24,7 @@
 //! | `/api/datasets/{name}` | GET `?version=` |
 //! | `/api/datasets/{name}/upload` | POST: the body is `train.jsonl`, streamed to disk (cap `MLX_HUB_MAX_UPLOAD_BYTES`, 1 GiB), validated, registered (201 new, 200 same content) |
 //! | `/api/datasets/{name}/preview` | GET `?split=train&limit=10&offset=&version=`: parsed rows with line numbers |
-//! | `/api/jobs` | GET `?state=&limit=&offset=`, POST (see [`hub::training::SubmitJob`]) |
+//! | `/api/jobs` | GET `?state=&limit=&offset=`, POST (see [`hub::jobs::SubmitJob`]) |
 //! | `/api/jobs/{id}` | GET (with runs) |
 //! | `/api/jobs/{id}/cancel` | POST |
 //! | `/api/workers` | GET — registered workers and their capabilities |

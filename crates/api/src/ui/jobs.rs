@@ -12,7 +12,7 @@ use super::{Layout, PageResult, Session, enc, fmt_time, html};
 use crate::extract::ApiPath;
 use hub::service::Hub;
 use hub::store::{Job, JobFilter, JobState, ModelFilter, VersionStatus};
-use hub::training::TrainConfig;
+use hub::jobs::TrainConfig;
 
 pub(crate) struct JobRow {
     id: i64,

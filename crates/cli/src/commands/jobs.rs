@@ -116,7 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 } else {
                     body["config"] = settings;
                 }
-                let req: hub::training::SubmitJob = serde_json::from_value(body)
+                let req: hub::jobs::SubmitJob = serde_json::from_value(body)
                     .map_err(|e| anyhow::anyhow!("invalid job: {e}"))?;
                 let j = hub.submit_job(&req).await?;
                 if wait {

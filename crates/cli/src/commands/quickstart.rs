@@ -24,8 +24,8 @@ use hub::dataset_import::RegisterDataset;
 use hub::hf::cache::HfCache;
 use hub::hf::{HfSettings, PullModelRequest};
 use hub::store::{JobKind, JobState, ModelVersion, VersionStatus};
-use hub::training::{LoraParameters, SubmitJob, TrainConfig};
-use hub::worker::Worker;
+use hub::jobs::{LoraParameters, SubmitJob, TrainConfig};
+use hub::jobs::JobRunner;
 use sha2::{Digest, Sha256};
 
 use super::pull::{human_bytes, print_report, progress_bars};
@@ -475,7 +475,7 @@ async fn lora_step(hub: &Hub, base: &ModelVersion, iters: u32) -> anyhow::Result
         })
         .await?;
     eprintln!("  job {} queued; training in this process", job.id);
-    let worker = Worker::for_hub(hub, format!("quickstart-{}", std::process::id()));
+    let worker = JobRunner::for_hub(hub, format!("quickstart-{}", std::process::id()));
     loop {
         let Some(outcome) = worker.run_once().await? else {
             bail!("job {} was not found in the queue", job.id);

@@ -73,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let options = api::server::ServeOptions {
         worker: (!args.no_worker).then(|| api::server::WorkerOptions {
             lease: std::time::Duration::from_secs(args.lease_seconds),
-            provenance: hub::worker::Provenance::detect(),
+            provenance: hub::jobs::Provenance::detect(),
             ..Default::default()
         }),
     };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hub::worker::{Provenance, Worker, default_worker_id};
+use hub::jobs::{Provenance, JobRunner, default_worker_id};
 
 use super::{HubArgs, open_hub, print_json, runtime};
 
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if !recovered.failed_versions.is_empty() {
             tracing::warn!(?recovered, "recovered versions left registering");
         }
-        let worker = Worker::for_hub(&hub, args.id.unwrap_or_else(default_worker_id))
+        let worker = JobRunner::for_hub(&hub, args.id.unwrap_or_else(default_worker_id))
             .with_lease(Duration::from_secs(args.lease_seconds))
             .with_poll_interval(Duration::from_millis(args.poll_ms))
             .with_provenance(Provenance::detect());

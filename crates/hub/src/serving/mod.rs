@@ -35,7 +35,7 @@
 
 pub mod metrics;
 mod prefix_cache;
-pub mod worker;
+pub mod model_thread;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,7 +50,7 @@ use crate::artifacts::Artifacts;
 use crate::error::HubError;
 use crate::store::{Store, VersionStatus};
 
-pub use worker::{Event, Job, Prompt, TokenOut, generate_span};
+pub use model_thread::{Event, Job, Prompt, TokenOut, generate_span};
 
 /// Default keep-alive of a loaded model.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
@@ -346,7 +346,7 @@ struct Entry {
     weights: String,
     base_model: Option<String>,
     loaded_at_ms: i64,
-    worker: Arc<worker::Worker>,
+    worker: Arc<model_thread::ModelThread>,
 }
 
 impl Entry {
@@ -419,7 +419,7 @@ impl std::fmt::Debug for Pool {
 /// A reserved slot on a model's worker: the request counts as active until
 /// it is submitted and finished (or the reservation is dropped).
 pub struct Reservation {
-    worker: Arc<worker::Worker>,
+    worker: Arc<model_thread::ModelThread>,
     metrics: Arc<metrics::ServingMetrics>,
     retry_after_secs: u64,
     pub model: String,
@@ -577,7 +577,7 @@ impl Pool {
         name: &str,
         v: &crate::store::ModelVersion,
         keep_alive: Option<KeepAlive>,
-    ) -> Result<Arc<worker::Worker>, ServingError> {
+    ) -> Result<Arc<model_thread::ModelThread>, ServingError> {
         if let Some(w) = self.hit(v.id, keep_alive) {
             return Ok(w);
         }
@@ -619,7 +619,7 @@ impl Pool {
         v: &crate::store::ModelVersion,
         keep_alive: Option<KeepAlive>,
         span: &tracing::Span,
-    ) -> Result<Arc<worker::Worker>, ServingError> {
+    ) -> Result<Arc<model_thread::ModelThread>, ServingError> {
         // An adapter version runs over its base version's weights.
         let (base, adapter) =
             crate::artifacts::checkout::weights_and_adapter(&self.inner.store, v).await?;
@@ -729,7 +729,7 @@ impl Pool {
         let keep = keep_alive.unwrap_or(self.inner.config.keep_alive);
         let label = format!("{name}:{}", v.number);
         let c = &self.inner.config;
-        let settings = worker::WorkerSettings {
+        let settings = model_thread::ModelThreadSettings {
             queue_capacity: c.queue_capacity,
             max_running: c.max_running.max(1),
             prefill_chunk: c.prefill_chunk.max(1),
@@ -738,7 +738,7 @@ impl Pool {
             adapter_dir,
             metrics: self.inner.metrics.clone(),
         };
-        let worker = worker::Worker::spawn(label, v.id, dir, settings, keep, span.clone()).await?;
+        let worker = model_thread::ModelThread::spawn(label, v.id, dir, settings, keep, span.clone()).await?;
         // another load may have happened meanwhile only through this lock
         let mut map = self.inner.loaded.lock().expect("pool lock");
         worker.acquire();
@@ -759,7 +759,7 @@ impl Pool {
     }
 
     /// A loaded worker with a slot reserved, its keep-alive updated.
-    fn hit(&self, id: i64, keep_alive: Option<KeepAlive>) -> Option<Arc<worker::Worker>> {
+    fn hit(&self, id: i64, keep_alive: Option<KeepAlive>) -> Option<Arc<model_thread::ModelThread>> {
         let map = self.inner.loaded.lock().expect("pool lock");
         let e = map.get(&id)?;
         e.worker.acquire();

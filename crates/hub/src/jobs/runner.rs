@@ -1,6 +1,6 @@
 //! Workers: claim jobs from the queue and run them.
 //!
-//! A [`Worker`] polls the queue (running the lease reaper at every poll),
+//! A [`JobRunner`] polls the queue (running the lease reaper at every poll),
 //! claims one job at a time with a lease and runs it to the end:
 //!
 //! - a background task renews the lease every `lease / 3`; when the renewal
@@ -14,14 +14,12 @@
 //!   from the database, so a cancel takes effect at the next step after the
 //!   next report, whatever the lease interval.
 //!
-//! [`Worker::run_once`] claims and runs a single job (tests step the queue
-//! with it); [`Worker::run`] loops until shut down.
+//! [`JobRunner::run_once`] claims and runs a single job (tests step the queue
+//! with it); [`JobRunner::run`] loops until shut down.
 
-mod eval_job;
-mod train_job;
 
-pub use eval_job::EvalResult;
-pub use train_job::ADAPTER_FORMAT;
+pub use super::evaluate::EvalResult;
+pub use crate::store::ADAPTER_FORMAT;
 
 use std::time::Duration;
 
@@ -115,7 +113,7 @@ impl JobOutcome {
 
 /// A queue worker. Runs one job at a time.
 #[derive(Debug, Clone)]
-pub struct Worker {
+pub struct JobRunner {
     pub store: Store,
     pub artifacts: Artifacts,
     /// Unique among the workers sharing the database.
@@ -134,9 +132,9 @@ pub fn default_worker_id() -> String {
     format!("{}-{}", crate::host::hostname(), std::process::id())
 }
 
-impl Worker {
-    pub fn new(store: Store, artifacts: impl Into<Artifacts>, id: impl Into<String>) -> Worker {
-        Worker {
+impl JobRunner {
+    pub fn new(store: Store, artifacts: impl Into<Artifacts>, id: impl Into<String>) -> JobRunner {
+        JobRunner {
             store,
             artifacts: artifacts.into(),
             id: id.into(),
@@ -149,7 +147,7 @@ impl Worker {
     }
 
     /// Overrides what the worker advertises (and so which jobs it claims).
-    pub fn with_capabilities(mut self, capabilities: WorkerCapabilities) -> Worker {
+    pub fn with_capabilities(mut self, capabilities: WorkerCapabilities) -> JobRunner {
         self.capabilities = capabilities;
         self.last_seen = Default::default();
         self
@@ -186,21 +184,21 @@ impl Worker {
     }
 
     /// A worker over a hub's stores.
-    pub fn for_hub(hub: &Hub, id: impl Into<String>) -> Worker {
-        Worker::new(hub.store.clone(), hub.artifacts.clone(), id)
+    pub fn for_hub(hub: &Hub, id: impl Into<String>) -> JobRunner {
+        JobRunner::new(hub.store.clone(), hub.artifacts.clone(), id)
     }
 
-    pub fn with_lease(mut self, lease: Duration) -> Worker {
+    pub fn with_lease(mut self, lease: Duration) -> JobRunner {
         self.lease = lease;
         self
     }
 
-    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Worker {
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> JobRunner {
         self.poll_interval = poll_interval;
         self
     }
 
-    pub fn with_provenance(mut self, provenance: Provenance) -> Worker {
+    pub fn with_provenance(mut self, provenance: Provenance) -> JobRunner {
         self.provenance = provenance;
         self
     }
@@ -277,8 +275,8 @@ impl Worker {
 
     async fn execute(&self, job: Job, shutdown: Option<watch::Receiver<bool>>) -> JobOutcome {
         match job.kind {
-            JobKind::Train => train_job::run(self, job, shutdown).await,
-            JobKind::Evaluate => eval_job::run(self, job, shutdown).await,
+            JobKind::Train => super::train::run(self, job, shutdown).await,
+            JobKind::Evaluate => super::evaluate::run(self, job, shutdown).await,
         }
     }
 

@@ -17,7 +17,7 @@ use engine::train::{
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{JobOutcome, Worker};
+use super::runner::{JobOutcome, JobRunner};
 use crate::artifacts::ArtifactStore;
 use crate::observability::training::TrainingObserver;
 use crate::store::{
@@ -26,7 +26,6 @@ use crate::store::{
 };
 use crate::training::TrainConfig as JobTrainConfig;
 
-pub use crate::store::ADAPTER_FORMAT;
 
 /// Why an attempt did not succeed.
 #[derive(Debug)]
@@ -75,7 +74,7 @@ impl Guards {
 impl Control {
     pub(super) fn guard(
         &self,
-        w: &Worker,
+        w: &JobRunner,
         job_id: i64,
         shutdown: Option<watch::Receiver<bool>>,
     ) -> Guards {
@@ -100,7 +99,7 @@ impl Control {
 }
 
 pub(super) async fn run(
-    w: &Worker,
+    w: &JobRunner,
     job: Job,
     shutdown: Option<watch::Receiver<bool>>,
 ) -> JobOutcome {
@@ -115,7 +114,7 @@ pub(super) async fn run(
 
 /// Renews the lease every `lease / 3`; raises the cancel flag on a pending
 /// cancel, and stops the job (without result) when the lease is lost.
-pub(super) async fn keep_lease(w: Worker, job_id: i64, ctl: Control) {
+pub(super) async fn keep_lease(w: JobRunner, job_id: i64, ctl: Control) {
     let every = (w.lease / 3).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(every).await;
@@ -138,7 +137,7 @@ pub(super) async fn keep_lease(w: Worker, job_id: i64, ctl: Control) {
 
 /// Writes the job's and the run's final state.
 async fn finish(
-    w: &Worker,
+    w: &JobRunner,
     job: &Job,
     ctl: &Control,
     result: Result<ModelVersion, Failure>,
@@ -274,7 +273,7 @@ fn engine_config(
 
 /// Everything up to (and including, on success) the job's completion.
 async fn attempt(
-    w: &Worker,
+    w: &JobRunner,
     job: &Job,
     ctl: &Control,
     out: &mut JobOutcome,
@@ -298,7 +297,6 @@ async fn attempt(
     }
     let base = w.store.get_version(spec.base_version_id).await?;
     let base_model = w.store.get_model(base.model_id).await?;
-    let base_files = w.store.version_files(base.id).await?;
     let dataset = w.store.get_dataset(spec.dataset_id).await?;
 
     let workdir = tempfile::Builder::new()
@@ -306,31 +304,9 @@ async fn attempt(
         .tempdir_in(w.artifacts.tmp_dir())?;
     let model_dir = workdir.path().join("model");
     let adapter_dir = workdir.path().join("adapters");
-    let mut sources = Vec::with_capacity(base_files.len());
-    // pinned in a remote store's cache until linked into the workdir
-    let mut pins = Vec::with_capacity(base_files.len());
-    for f in &base_files {
-        let src = match base.artifact_uri.as_deref() {
-            Some(uri) if uri.starts_with("file://") => {
-                PathBuf::from(&uri["file://".len()..]).join(&f.path)
-            }
-            _ => {
-                let blob =
-                    w.artifacts.local_blob(&f.sha256).await?.ok_or_else(|| {
-                        fail(format!("blob {} of {} is missing", f.sha256, f.path))
-                    })?;
-                let p = blob.path.clone();
-                pins.push(blob);
-                p
-            }
-        };
-        sources.push((f.path.clone(), src, f.size_bytes));
-    }
-    let md = model_dir.clone();
-    tokio::task::spawn_blocking(move || materialise(&md, &sources))
+    crate::artifacts::checkout::checkout_version(&w.store, &w.artifacts, &base, &model_dir)
         .await
-        .map_err(|e| fail(format!("materialising the base model: {e}")))??;
-    drop(pins);
+        .map_err(|e| fail(format!("checking out the base model: {e}")))?;
 
     let cfg = engine_config(&spec.train, &adapter_dir)?;
     let iters = cfg.iters.max(1);
@@ -464,17 +440,41 @@ async fn attempt(
         lockfile_hash: Some(w.provenance.lockfile_hash.clone()),
         source: Some(format!("job {}", job.id)),
     };
-    let version = register_adapter(
-        w,
-        job,
-        &model_name,
-        &base,
-        &base_model.name,
-        &adapter_dir,
-        trainable,
-        lineage,
+    let version = crate::registry::register_version(
+        &w.store,
+        &w.artifacts,
+        crate::registry::NewRegistration {
+            model_name,
+            create_model: Some(format!("Adapters trained from {}", base_model.name)),
+            version: NewVersion {
+                format: ADAPTER_FORMAT.into(),
+                architecture: base.architecture.clone(),
+                parameter_count: Some(trainable as i64),
+                dtype: base.dtype.clone(),
+                quantization: None,
+                artifact_uri: Some("cas://".into()),
+                description: format!(
+                    "adapter trained by job {} from {} v{}",
+                    job.id, base_model.name, base.number
+                ),
+                tags: Vec::new(),
+                lineage,
+            },
+            files: [ADAPTER_CONFIG, ADAPTER_FILE]
+                .into_iter()
+                .map(|name| (name.to_string(), adapter_dir.join(name)))
+                .collect(),
+            link: false,
+            alias: None,
+            owner: None,
+            publish: crate::registry::Publish::CompletingJob {
+                job_id: job.id,
+                worker_id: w.id.clone(),
+            },
+        },
     )
-    .await?;
+    .await
+    .inspect_err(|e| tracing::warn!(job_id = job.id, error = %e, "registering the adapter failed"))?;
     drop(workdir);
     Ok(version)
 }
@@ -482,7 +482,7 @@ async fn attempt(
 /// Adds metric points for one event; returns its step for Train events.
 /// Writes `points`, emptying it; on a database error keeps them (stamped
 /// with their time) for the next call.
-async fn flush_metrics(w: &Worker, run_id: i64, points: &mut Vec<MetricPoint>) {
+async fn flush_metrics(w: &JobRunner, run_id: i64, points: &mut Vec<MetricPoint>) {
     if points.is_empty() {
         return;
     }
@@ -543,27 +543,6 @@ fn add_points(ev: &TrainEvent, points: &mut Vec<MetricPoint>) -> Option<usize> {
     }
 }
 
-/// Hard-links (or copies) the base version's files into `dir`.
-pub(super) fn materialise(dir: &Path, files: &[(String, PathBuf, i64)]) -> Result<(), Failure> {
-    for (rel, src, size) in files {
-        let dst = dir.join(rel);
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent).map_err(|e| fail(format!("{}: {e}", parent.display())))?;
-        }
-        let len = fs::metadata(src)
-            .map_err(|e| fail(format!("base model file {rel} ({}): {e}", src.display())))?
-            .len();
-        if len as i64 != *size {
-            return Err(fail(format!(
-                "base model file {rel} has {len} bytes, {size} recorded"
-            )));
-        }
-        if fs::hard_link(src, &dst).is_err() {
-            fs::copy(src, &dst).map_err(|e| fail(format!("copying {rel}: {e}")))?;
-        }
-    }
-    Ok(())
-}
 
 /// Runs on the training thread: loads everything MLX touches, trains.
 /// Returns the number of trainable parameters.
@@ -614,94 +593,3 @@ fn train_on_thread(
     }
 }
 
-/// Stores the adapter files content-addressed, creates the version and
-/// completes the job with it (one transaction). On any error after blobs
-/// were written, the version is marked failed and new blobs are removed.
-#[allow(clippy::too_many_arguments)]
-async fn register_adapter(
-    w: &Worker,
-    job: &Job,
-    model_name: &str,
-    base: &ModelVersion,
-    base_name: &str,
-    adapter_dir: &Path,
-    trainable: usize,
-    lineage: Lineage,
-) -> Result<ModelVersion, Failure> {
-    let mut created = Vec::new();
-    let mut version_id = None;
-    let r = async {
-        let mut files = Vec::new();
-        for name in [ADAPTER_CONFIG, ADAPTER_FILE] {
-            let put = w.artifacts.put_file(&adapter_dir.join(name)).await?;
-            if put.created {
-                created.push(put.sha256.clone());
-            }
-            w.store
-                .record_artifact(&put.sha256, put.size_bytes as i64)
-                .await?;
-            files.push(VersionFile {
-                path: name.to_string(),
-                size_bytes: put.size_bytes as i64,
-                sha256: put.sha256,
-            });
-        }
-        let model = match w.store.get_model_by_name(model_name).await {
-            Ok(m) => m,
-            Err(e) if e.is_not_found() => match w
-                .store
-                .create_model(&NewModel {
-                    name: model_name.to_string(),
-                    description: format!("Adapters trained from {base_name}"),
-                    tags: Vec::new(),
-                })
-                .await
-            {
-                Ok(m) => m,
-                Err(StoreError::Conflict { .. }) => w.store.get_model_by_name(model_name).await?,
-                Err(e) => return Err(Failure::from(e)),
-            },
-            Err(e) => return Err(e.into()),
-        };
-        let v = w
-            .store
-            .create_version(
-                model.id,
-                &NewVersion {
-                    format: ADAPTER_FORMAT.into(),
-                    architecture: base.architecture.clone(),
-                    parameter_count: Some(trainable as i64),
-                    dtype: base.dtype.clone(),
-                    quantization: None,
-                    artifact_uri: Some("cas://".into()),
-                    description: format!(
-                        "adapter trained by job {} from {base_name} v{}",
-                        job.id, base.number
-                    ),
-                    tags: Vec::new(),
-                    lineage,
-                },
-            )
-            .await?;
-        version_id = Some(v.id);
-        w.store.add_version_files(v.id, &files).await?;
-        w.store.complete_with_version(job.id, &w.id, v.id).await?;
-        Ok(w.store.get_version(v.id).await?)
-    }
-    .await;
-    if let Err(e) = &r {
-        tracing::warn!(job_id = job.id, error = ?e, "registering the adapter failed");
-        if let Some(id) = version_id
-            && let Err(e2) = w.store.mark_version_failed(id, &format!("{e:?}")).await
-        {
-            tracing::warn!(version_id = id, error = %e2, "could not mark the version failed");
-        }
-        for sha in &created {
-            if matches!(w.store.live_references(sha).await, Ok(0)) {
-                let _ = w.store.delete_artifact_record(sha).await;
-                let _ = w.artifacts.delete(sha).await;
-            }
-        }
-    }
-    r
-}

@@ -14,8 +14,8 @@ use engine::train::data::load_split;
 use engine::train::{DataFormat, DataOptions, FineTuneType, NumpyRng, evaluate};
 use tokio::sync::watch;
 
-use super::train_job::{ADAPTER_FORMAT, Control, Failure, fail, materialise};
-use super::{JobOutcome, Worker};
+use super::train::{Control, Failure, fail};
+use super::runner::{JobOutcome, JobRunner};
 use crate::artifacts::{ArtifactStore, LocalBlob};
 use crate::store::{Job, JobState, MetricPoint, ModelVersion, NewRun, RunStatus};
 use crate::training::EvalConfig;
@@ -31,7 +31,7 @@ pub struct EvalResult {
 }
 
 pub(super) async fn run(
-    w: &Worker,
+    w: &JobRunner,
     job: Job,
     shutdown: Option<watch::Receiver<bool>>,
 ) -> JobOutcome {
@@ -84,36 +84,9 @@ pub(super) async fn run(
     out
 }
 
-/// The files of a version, where they are on disk, and the cache pins that
-/// keep them there (a remote store) until they are linked out.
-async fn sources(
-    w: &Worker,
-    v: &ModelVersion,
-) -> Result<(Vec<(String, PathBuf, i64)>, Vec<LocalBlob>), Failure> {
-    let mut out = Vec::new();
-    let mut pins = Vec::new();
-    for f in w.store.version_files(v.id).await? {
-        let src = match v.artifact_uri.as_deref() {
-            Some(uri) if uri.starts_with("file://") => {
-                PathBuf::from(&uri["file://".len()..]).join(&f.path)
-            }
-            _ => {
-                let blob =
-                    w.artifacts.local_blob(&f.sha256).await?.ok_or_else(|| {
-                        fail(format!("blob {} of {} is missing", f.sha256, f.path))
-                    })?;
-                let p = blob.path.clone();
-                pins.push(blob);
-                p
-            }
-        };
-        out.push((f.path, src, f.size_bytes));
-    }
-    Ok((out, pins))
-}
 
 async fn attempt(
-    w: &Worker,
+    w: &JobRunner,
     job: &Job,
     ctl: &Control,
     out: &mut JobOutcome,
@@ -137,15 +110,8 @@ async fn attempt(
         .await?;
     out.run_id = Some(run.id);
     let version = w.store.get_version(version_id).await?;
-    let (base, adapter) = if version.format == ADAPTER_FORMAT {
-        let base_id = version
-            .lineage
-            .base_version_id
-            .ok_or_else(|| fail("the adapter version records no base version"))?;
-        (w.store.get_version(base_id).await?, Some(version.clone()))
-    } else {
-        (version.clone(), None)
-    };
+    let (base, adapter) =
+        crate::artifacts::checkout::weights_and_adapter(&w.store, &version).await?;
     let dataset = w.store.get_dataset(dataset_id).await?;
     let dataset_dir = w
         .artifacts
@@ -158,24 +124,15 @@ async fn attempt(
         .tempdir_in(w.artifacts.tmp_dir())?;
     let model_dir = workdir.path().join("model");
     let adapter_dir = workdir.path().join("adapter");
-    let (base_files, _base_pins) = sources(w, &base).await?;
-    let (adapter_files, _adapter_pins) = match &adapter {
-        Some(a) => {
-            let (files, pins) = sources(w, a).await?;
-            (Some(files), pins)
-        }
-        None => (None, Vec::new()),
-    };
-    let (md, ad) = (model_dir.clone(), adapter_dir.clone());
-    tokio::task::spawn_blocking(move || {
-        materialise(&md, &base_files)?;
-        if let Some(files) = adapter_files {
-            materialise(&ad, &files)?;
-        }
-        Ok::<(), Failure>(())
-    })
-    .await
-    .map_err(|e| fail(format!("materialising the model: {e}")))??;
+    let checkout = |v, dir| crate::artifacts::checkout::checkout_version(&w.store, &w.artifacts, v, dir);
+    checkout(&base, &model_dir)
+        .await
+        .map_err(|e| fail(format!("checking out the model: {e}")))?;
+    if let Some(a) = &adapter {
+        checkout(a, &adapter_dir)
+            .await
+            .map_err(|e| fail(format!("checking out the adapter: {e}")))?;
+    }
 
     let cancel = ctl.cancel.clone();
     let has_adapter = adapter.is_some();

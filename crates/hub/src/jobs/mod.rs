@@ -1,6 +1,19 @@
-//! Submitting training jobs: the request, mlx-lm's hyperparameter defaults
-//! (`mlx_lm.lora`'s `CONFIG_DEFAULTS`) and the checks made before a job is
-//! queued (base version exists and is ready, dataset exists, values in range).
+//! Jobs: submitting them ([`SubmitJob`]: the request, mlx-lm's hyperparameter
+//! defaults and the checks made before a job is queued — base version exists and
+//! is ready, dataset exists, values in range), admitting them under the memory
+//! budget ([`admission`]), and running them ([`runner::JobRunner`]: claims
+//! jobs with a lease and runs [`train`] or [`evaluate`]).
+
+pub mod admission;
+pub mod evaluate;
+pub mod runner;
+pub mod train;
+
+pub use crate::store::ADAPTER_FORMAT;
+pub use runner::{
+    DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, HEARTBEAT_INTERVAL, JobOutcome, JobRunner, Provenance,
+    default_worker_id,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -117,7 +117,7 @@ pub(crate) enum SendError {
 
 /// The handle of a worker thread. The thread ends once every handle is dropped
 /// and its queue is drained.
-pub(crate) struct Worker {
+pub(crate) struct ModelThread {
     label: String,
     version_id: i64,
     tx: SyncSender<Job>,
@@ -127,17 +127,17 @@ pub(crate) struct Worker {
     keep_alive: Mutex<KeepAlive>,
 }
 
-impl Worker {
+impl ModelThread {
     /// Starts the thread and waits until the model and tokenizer are loaded.
     /// The thread loads inside `load_span` (the pool's `model.load`).
     pub(crate) async fn spawn(
         label: String,
         version_id: i64,
         dir: PathBuf,
-        settings: WorkerSettings,
+        settings: ModelThreadSettings,
         keep_alive: KeepAlive,
         load_span: tracing::Span,
-    ) -> Result<Arc<Worker>, HubError> {
+    ) -> Result<Arc<ModelThread>, HubError> {
         let queue_capacity = settings.queue_capacity;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(queue_capacity);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -151,7 +151,7 @@ impl Worker {
         ready_rx.await.map_err(|_| {
             HubError::Internal(format!("the worker of {label} died while loading"))
         })??;
-        Ok(Arc::new(Worker {
+        Ok(Arc::new(ModelThread {
             label,
             version_id,
             tx,
@@ -210,7 +210,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for ModelThread {
     fn drop(&mut self) {
         tracing::debug!(model = %self.label, "worker handle dropped");
     }
@@ -218,7 +218,7 @@ impl Drop for Worker {
 
 /// How a worker schedules.
 #[derive(Debug, Clone)]
-pub(crate) struct WorkerSettings {
+pub(crate) struct ModelThreadSettings {
     pub queue_capacity: usize,
     pub max_running: usize,
     pub prefill_chunk: usize,
@@ -239,7 +239,7 @@ fn run(
     ready: Ready,
     active: Arc<AtomicUsize>,
     last_used: Arc<Mutex<Instant>>,
-    settings: WorkerSettings,
+    settings: ModelThreadSettings,
     load_span: tracing::Span,
 ) {
     let dense = settings.dense_float32;
@@ -360,7 +360,7 @@ struct Scheduler<'m> {
     prefix_cache: PrefixCache,
     active: Arc<AtomicUsize>,
     last_used: Arc<Mutex<Instant>>,
-    settings: WorkerSettings,
+    settings: ModelThreadSettings,
     /// Admitted, prompt not fully in the cache yet (oldest first).
     prefilling: VecDeque<Running>,
     decoding: Vec<Running>,
