@@ -57,14 +57,13 @@ fn s3s_fs_binary(test: &str) -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         candidates.push(Path::new(&home).join(".cargo/bin/s3s-fs"));
     }
-    if let Some(p) = candidates.into_iter().find(|p| p.is_file()) {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: s3s-fs is not installed and CI is set (scripts/setup-test-deps.sh)");
-    }
-    eprintln!("SKIPPED {test}: s3s-fs is not installed (scripts/setup-test-deps.sh)");
-    None
+    test_support::require(
+        test,
+        candidates
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| "s3s-fs is not installed (scripts/setup-test-deps.sh)".to_string()),
+    )
 }
 
 impl S3Server {

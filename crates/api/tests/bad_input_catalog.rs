@@ -166,24 +166,7 @@ async fn send(app: &Router, req: Request<Body>) -> (u16, Value, Option<String>) 
 
 /// The SmolLM2 GGUF, or None (a printed skip; a failure under CI).
 fn smollm2_gguf() -> Option<PathBuf> {
-    let p = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/mlx-hub/models/SmolLM2-135M-Instruct-Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing and CI is set (scripts/fetch-smollm2.sh)",
-            p.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED the truncated-GGUF cases: {} is missing (scripts/fetch-smollm2.sh)",
-        p.display()
-    );
-    None
+    test_support::require("the truncated-GGUF cases", test_support::smollm2_gguf())
 }
 
 /// An offline Hugging Face cache with one repository per GGUF file.

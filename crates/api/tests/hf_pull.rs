@@ -617,13 +617,9 @@ async fn python_huggingface_hub_reads_our_cache() {
         .arg(f.cache.path())
         .env("HF_HUB_OFFLINE", "1")
         .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: python3: {e}");
-            return;
-        }
-        Err(e) => panic!("python3: {e}"),
+    let Some(out) = test_support::require("python_huggingface_hub_reads_our_cache", out.map_err(|e| format!("python3: {e}")))
+    else {
+        return;
     };
     assert!(
         out.status.success(),
@@ -824,20 +820,7 @@ async fn post(app: &Router, body: Value) -> (StatusCode, Value) {
 /// it the file is pulled (LFS, checked) and imported by the engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gguf_repo_pulls_one_file_and_imports_it() {
-    let gguf = std::path::PathBuf::from(std::env::var_os("HOME").unwrap())
-        .join(".cache/mlx-hub/models/SmolLM2-135M-Instruct-Q4_1.gguf");
-    if !gguf.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} missing: scripts/setup-test-deps.sh fetches it",
-            gguf.display()
-        );
-        eprintln!(
-            "SKIPPED gguf_repo_pulls_one_file_and_imports_it: no {}",
-            gguf.display()
-        );
-        return;
-    }
+    let gguf = test_support::require!(test_support::smollm2_gguf());
     let mut files = BTreeMap::new();
     files.insert(
         "SmolLM2-135M-Instruct-Q4_1.gguf".to_string(),

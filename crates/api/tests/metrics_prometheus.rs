@@ -215,18 +215,13 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn real_prometheus_scrapes_the_hub() {
-    if Command::new("prometheus")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus is not installed (scripts/setup-test-deps.sh installs it)"
-        );
-        eprintln!("skipping: the `prometheus` binary is not installed");
-        return;
-    }
+    test_support::require!(
+        Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .map_err(|_| "prometheus is not installed (scripts/setup-test-deps.sh installs it)"
+                .to_string())
+    );
     let s = serve().await;
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("prometheus.yml");

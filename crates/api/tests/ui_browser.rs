@@ -64,18 +64,17 @@ fn browser_paths() -> (PathBuf, PathBuf) {
 
 fn browser_available(test: &str) -> bool {
     let (chromium, chromedriver) = browser_paths();
-    if chromium.is_file() && chromedriver.is_file() {
-        return true;
-    }
-    let (chromium, chromedriver) = (chromium.display(), chromedriver.display());
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: {chromium} or {chromedriver} is missing and CI is set");
-    }
-    eprintln!(
-        "SKIPPED {test}: {chromium} / {chromedriver} missing (scripts/setup-test-deps.sh \
-         installs them; or set CHROMIUM and CHROMEDRIVER)"
-    );
-    false
+    let found = if chromium.is_file() && chromedriver.is_file() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} / {} missing (scripts/setup-test-deps.sh installs them; or set CHROMIUM and \
+             CHROMEDRIVER)",
+            chromium.display(),
+            chromedriver.display()
+        ))
+    };
+    test_support::require(test, found).is_some()
 }
 
 /// A chromedriver process on a free port, killed on drop.

@@ -82,27 +82,17 @@ impl Env {
 }
 
 fn setup() -> Option<Env> {
-    let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures/llama-tied-f32");
-    let ci = std::env::var_os("CI").is_some();
-    if !model.join("config.json").is_file() {
-        assert!(!ci, "{} is missing and CI is set", model.display());
-        eprintln!("SKIPPED: {} is missing", model.display());
-        return None;
-    }
+    let model = test_support::require("multi_worker", test_support::tiny_model())?;
     let schema = format!("hubmw_{}", std::process::id());
-    if !psql(&format!("CREATE SCHEMA {schema}")) {
-        assert!(
-            !ci,
-            "PostgreSQL at {} is unreachable and CI is set",
+    let reachable = if psql(&format!("CREATE SCHEMA {schema}")) {
+        Ok(())
+    } else {
+        Err(format!(
+            "PostgreSQL at {} is unreachable (psql)",
             pg_admin_url()
-        );
-        eprintln!(
-            "SKIPPED: PostgreSQL at {} is unreachable (psql)",
-            pg_admin_url()
-        );
-        return None;
-    }
+        ))
+    };
+    test_support::require("multi_worker", reachable)?;
     let admin = pg_admin_url();
     let sep = if admin.contains('?') { '&' } else { '?' };
     let env = Env {

@@ -6,14 +6,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-fn gguf_cached() -> bool {
-    let base = std::env::var_os("MLX_HUB_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/mlx-hub"));
-    base.join("models/SmolLM2-135M-Instruct-Q4_1.gguf")
-        .is_file()
-}
-
 fn quickstart(data: &std::path::Path, hf: &std::path::Path) -> (String, f64) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_mlx-hub"))
@@ -36,13 +28,7 @@ fn quickstart(data: &std::path::Path, hf: &std::path::Path) -> (String, f64) {
 
 #[test]
 fn quickstart_completes_on_a_fresh_data_dir_and_reruns_from_what_exists() {
-    if !gguf_cached() {
-        if std::env::var_os("CI").is_some() {
-            panic!("the SmolLM2 GGUF is not cached: scripts/setup-test-deps.sh fetches it");
-        }
-        eprintln!("SKIPPED quickstart: run scripts/fetch-smollm2.sh first");
-        return;
-    }
+    test_support::require!(test_support::smollm2_gguf());
     let dir = tempfile::tempdir().unwrap();
     let (data, hf) = (dir.path().join("data"), dir.path().join("hf"));
     let (first, t1) = quickstart(&data, &hf);

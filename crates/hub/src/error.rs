@@ -110,6 +110,15 @@ pub enum HubError {
     #[error("storage error: {0}")]
     Storage(std::io::Error),
 
+    /// The engine could not load a stored model or its adapter (the engine's
+    /// error kept typed: it says whether the model or the adapter failed).
+    #[error("cannot load {what}: {source}")]
+    Load {
+        what: String,
+        #[source]
+        source: engine::models::LoadError,
+    },
+
     /// Pulling from the Hugging Face Hub failed (see [`crate::hf::HfError`]).
     #[error(transparent)]
     Hf(#[from] crate::hf::HfError),
@@ -160,6 +169,7 @@ impl ErrorCode for HubError {
             HubError::Internal(_) => Code::Internal,
             HubError::Storage(e) => errors::io_code(e),
             HubError::Hf(e) => e.error_code(),
+            HubError::Load { .. } => Code::Internal,
         }
     }
 

@@ -245,7 +245,10 @@ fn run(
     let dense = settings.dense_float32;
     let loaded = load_span.in_scope(|| {
         load_model(&dir, settings.adapter_dir.as_deref(), dense, &label)
-            .map_err(|e| HubError::Internal(format!("cannot load {label}: {e}")))
+            .map_err(|source| HubError::Load {
+                what: label.clone(),
+                source,
+            })
             .and_then(|m| {
                 // the tokenizer files (chat template included) are the user's
                 // input: a broken one is a 4xx naming the problem
@@ -298,12 +301,12 @@ fn load_model(
     adapter_dir: Option<&std::path::Path>,
     dense: bool,
     label: &str,
-) -> Result<Box<dyn LanguageModel + Send>, String> {
+) -> Result<Box<dyn LanguageModel + Send>, engine::models::LoadError> {
     let options = engine::models::LoadOptions {
         adapter: adapter_dir,
         densify: dense.then_some(engine::models::Dtype::Float32),
     };
-    let loaded = engine::models::load(dir, &options).map_err(|e| e.to_string())?;
+    let loaded = engine::models::load(dir, &options)?;
     if loaded.adapters.is_some() {
         tracing::info!(model = %label, "adapter applied");
     }
