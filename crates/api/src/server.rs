@@ -6,9 +6,9 @@ use tokio::net::TcpListener;
 
 use hub::config::HubConfig;
 use hub::error::{HubError, HubResult};
+use hub::jobs::{JobRunner, Provenance};
 use hub::mlflow::MlflowSync;
 use hub::service::Hub;
-use hub::jobs::{Provenance, JobRunner};
 
 /// What runs beside the API.
 #[derive(Debug, Clone, Default)]

@@ -10,9 +10,9 @@ use test_support::store_test;
 
 use common::TestDb;
 use common::http::{TestHub, copy_dir, tiny_model};
+use hub::jobs::JobRunner;
 use hub::registry::RegisterFolder;
 use hub::store::{JobState, RunStatus};
-use hub::jobs::JobRunner;
 use serde_json::{Value, json};
 
 fn rows(n: usize) -> String {

@@ -617,8 +617,10 @@ async fn python_huggingface_hub_reads_our_cache() {
         .arg(f.cache.path())
         .env("HF_HUB_OFFLINE", "1")
         .output();
-    let Some(out) = test_support::require("python_huggingface_hub_reads_our_cache", out.map_err(|e| format!("python3: {e}")))
-    else {
+    let Some(out) = test_support::require(
+        "python_huggingface_hub_reads_our_cache",
+        out.map_err(|e| format!("python3: {e}")),
+    ) else {
         return;
     };
     assert!(

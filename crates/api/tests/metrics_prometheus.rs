@@ -219,8 +219,10 @@ async fn real_prometheus_scrapes_the_hub() {
         Command::new("prometheus")
             .arg("--version")
             .output()
-            .map_err(|_| "prometheus is not installed (scripts/setup-test-deps.sh installs it)"
-                .to_string())
+            .map_err(
+                |_| "prometheus is not installed (scripts/setup-test-deps.sh installs it)"
+                    .to_string()
+            )
     );
     let s = serve().await;
     let work = tempfile::tempdir().unwrap();

@@ -15,10 +15,10 @@ use common::TestDb;
 use common::http::{TestHub, copy_dir, tiny_model};
 use common::mlflow::{MlflowServer, mlflow_available};
 use hub::dataset_import::RegisterDataset;
+use hub::jobs::JobRunner;
 use hub::mlflow::MlflowSync;
 use hub::registry::RegisterFolder;
 use hub::store::{JobKind, JobState, MetricPoint, NewJob, NewRun, RunStatus};
-use hub::jobs::JobRunner;
 use serde_json::{Value, json};
 use test_support::free_port;
 

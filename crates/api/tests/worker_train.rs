@@ -13,9 +13,9 @@ use common::TestDb;
 use common::http::{TestHub, copy_dir, tiny_model};
 use hub::artifacts::{ArtifactStore, sha256_file};
 use hub::dataset_import::RegisterDataset;
+use hub::jobs::{JobOutcome, JobRunner};
 use hub::registry::RegisterFolder;
 use hub::store::{Job, JobKind, JobState, NewJob, RunStatus, VersionStatus};
-use hub::jobs::{JobOutcome, JobRunner};
 use serde_json::{Value, json};
 
 /// MLX's memory counters are per process: the tests of this file train one at a

@@ -2,7 +2,6 @@
 //! comes from the SmolLM2 GGUF that `scripts/fetch-smollm2.sh` cached (or pip),
 //! the example dataset is registered, a LoRA job trains and registers an
 //! adapter; a second run reuses all of it.
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 

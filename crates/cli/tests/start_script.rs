@@ -22,7 +22,9 @@ fn installed(cmd: &str) -> bool {
     let found = if ok {
         Ok(())
     } else {
-        Err(format!("{cmd} is not installed (scripts/setup-test-deps.sh installs it)"))
+        Err(format!(
+            "{cmd} is not installed (scripts/setup-test-deps.sh installs it)"
+        ))
     };
     test_support::require(cmd, found).is_some()
 }

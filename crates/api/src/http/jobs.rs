@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::extract::{ApiJson, ApiPath, ApiQuery, created, default_limit};
+use hub::jobs::SubmitJob;
 use hub::service::Hub;
 use hub::store::{JobFilter, JobState};
-use hub::jobs::SubmitJob;
 
 pub(crate) async fn submit(
     State(hub): State<Hub>,

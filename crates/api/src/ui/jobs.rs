@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::{Layout, PageResult, Session, enc, fmt_time, html};
 use crate::extract::ApiPath;
+use hub::jobs::TrainConfig;
 use hub::service::Hub;
 use hub::store::{Job, JobFilter, JobState, ModelFilter, VersionStatus};
-use hub::jobs::TrainConfig;
 
 pub(crate) struct JobRow {
     id: i64,

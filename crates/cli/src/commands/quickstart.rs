@@ -23,9 +23,9 @@ use hub::Hub;
 use hub::dataset_import::RegisterDataset;
 use hub::hf::cache::HfCache;
 use hub::hf::{HfSettings, PullModelRequest};
-use hub::store::{JobKind, JobState, ModelVersion, VersionStatus};
-use hub::jobs::{LoraParameters, SubmitJob, TrainConfig};
 use hub::jobs::JobRunner;
+use hub::jobs::{LoraParameters, SubmitJob, TrainConfig};
+use hub::store::{JobKind, JobState, ModelVersion, VersionStatus};
 use sha2::{Digest, Sha256};
 
 use super::pull::{human_bytes, print_report, progress_bars};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hub::jobs::{Provenance, JobRunner, default_worker_id};
+use hub::jobs::{JobRunner, Provenance, default_worker_id};
 
 use super::{HubArgs, open_hub, print_json, runtime};
 

@@ -21,9 +21,9 @@ use serde::Serialize;
 
 use crate::artifacts::ArtifactStore;
 use crate::error::{HubError, HubResult};
+use crate::jobs::TrainConfig;
 use crate::service::Hub;
 use crate::store::ModelVersion;
-use crate::training::TrainConfig;
 
 /// Estimated peak memory of a training job, by part (bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

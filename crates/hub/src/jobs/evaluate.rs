@@ -5,7 +5,7 @@
 //! row's completion compared, trimmed, with the reference), recorded as a run
 //! linked to the version.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use engine::models::{LoadError, LoadOptions, Loaded};
@@ -14,11 +14,10 @@ use engine::train::data::load_split;
 use engine::train::{DataFormat, DataOptions, FineTuneType, NumpyRng, evaluate};
 use tokio::sync::watch;
 
-use super::train::{Control, Failure, fail};
 use super::runner::{JobOutcome, JobRunner};
-use crate::artifacts::{ArtifactStore, LocalBlob};
-use crate::store::{Job, JobState, MetricPoint, ModelVersion, NewRun, RunStatus};
-use crate::training::EvalConfig;
+use super::train::{Control, Failure, fail};
+use crate::jobs::EvalConfig;
+use crate::store::{Job, JobState, MetricPoint, NewRun, RunStatus};
 
 /// What an evaluation measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +83,6 @@ pub(super) async fn run(
     out
 }
 
-
 async fn attempt(
     w: &JobRunner,
     job: &Job,
@@ -124,7 +122,8 @@ async fn attempt(
         .tempdir_in(w.artifacts.tmp_dir())?;
     let model_dir = workdir.path().join("model");
     let adapter_dir = workdir.path().join("adapter");
-    let checkout = |v, dir| crate::artifacts::checkout::checkout_version(&w.store, &w.artifacts, v, dir);
+    let checkout =
+        |v, dir| crate::artifacts::checkout::checkout_version(&w.store, &w.artifacts, v, dir);
     checkout(&base, &model_dir)
         .await
         .map_err(|e| fail(format!("checking out the model: {e}")))?;

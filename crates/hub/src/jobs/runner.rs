@@ -17,7 +17,6 @@
 //! [`JobRunner::run_once`] claims and runs a single job (tests step the queue
 //! with it); [`JobRunner::run`] loops until shut down.
 
-
 pub use super::evaluate::EvalResult;
 pub use crate::store::ADAPTER_FORMAT;
 
@@ -97,7 +96,7 @@ pub struct JobOutcome {
 }
 
 impl JobOutcome {
-    fn new(job_id: i64) -> JobOutcome {
+    pub(super) fn new(job_id: i64) -> JobOutcome {
         JobOutcome {
             job_id,
             state: JobState::Running,

@@ -2,8 +2,7 @@
 //! trainer on its own thread, metrics into the run, the adapter registered
 //! as a new version with its lineage.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,14 +17,11 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::runner::{JobOutcome, JobRunner};
-use crate::artifacts::ArtifactStore;
+use crate::jobs::TrainConfig as JobTrainConfig;
 use crate::observability::training::TrainingObserver;
 use crate::store::{
-    Job, JobState, Lineage, MetricPoint, ModelVersion, NewModel, NewRun, NewVersion, RunStatus,
-    StoreError, VersionFile,
+    Job, JobState, Lineage, MetricPoint, ModelVersion, NewRun, NewVersion, RunStatus, StoreError,
 };
-use crate::training::TrainConfig as JobTrainConfig;
-
 
 /// Why an attempt did not succeed.
 #[derive(Debug)]
@@ -323,6 +319,14 @@ async fn attempt(
     let handle = tokio::runtime::Handle::current();
     let (store, job_id, cancel) = (w.store.clone(), job.id, ctl.cancel.clone());
     let md = model_dir.clone();
+    let weight_bytes: i64 = w
+        .store
+        .version_files(base.id)
+        .await?
+        .iter()
+        .filter(|f| f.path.ends_with(".safetensors"))
+        .map(|f| f.size_bytes.max(0))
+        .sum();
     // the job's span (`job.run`) is the parent of the thread's spans
     let job_span = tracing::Span::current();
     let load_span = tracing::info_span!(
@@ -330,11 +334,7 @@ async fn attempt(
         model = %format!("{}:{}", base_model.name, base.number),
         purpose = "train",
         weights_policy = "native",
-        bytes = base_files
-            .iter()
-            .filter(|f| f.path.ends_with(".safetensors"))
-            .map(|f| f.size_bytes.max(0))
-            .sum::<i64>(),
+        bytes = weight_bytes,
         duration_seconds = tracing::field::Empty,
     );
     let mut observer = TrainingObserver::new(job.id, &base_model.name, iters, job_span.clone());
@@ -447,7 +447,7 @@ async fn attempt(
             model_name,
             create_model: Some(format!("Adapters trained from {}", base_model.name)),
             version: NewVersion {
-                format: ADAPTER_FORMAT.into(),
+                format: crate::store::ADAPTER_FORMAT.into(),
                 architecture: base.architecture.clone(),
                 parameter_count: Some(trainable as i64),
                 dtype: base.dtype.clone(),
@@ -474,7 +474,9 @@ async fn attempt(
         },
     )
     .await
-    .inspect_err(|e| tracing::warn!(job_id = job.id, error = %e, "registering the adapter failed"))?;
+    .inspect_err(
+        |e| tracing::warn!(job_id = job.id, error = %e, "registering the adapter failed"),
+    )?;
     drop(workdir);
     Ok(version)
 }
@@ -543,7 +545,6 @@ fn add_points(ev: &TrainEvent, points: &mut Vec<MetricPoint>) -> Option<usize> {
     }
 }
 
-
 /// Runs on the training thread: loads everything MLX touches, trains.
 /// Returns the number of trainable parameters.
 fn train_on_thread(
@@ -592,4 +593,3 @@ fn train_on_thread(
         Err(e) => Err(fail(format!("training failed: {e}"))),
     }
 }
-

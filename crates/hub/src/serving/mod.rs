@@ -34,8 +34,8 @@
 //! computes them; the pool entry is the adapter version's.
 
 pub mod metrics;
-mod prefix_cache;
 pub mod model_thread;
+mod prefix_cache;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -440,7 +440,7 @@ impl Reservation {
                 self.submitted = true;
                 Ok(())
             }
-            Err(worker::SendError::Full) => Err(ServingError::Overloaded {
+            Err(model_thread::SendError::Full) => Err(ServingError::Overloaded {
                 message: format!(
                     "model {} has {} requests waiting, the most it queues; retry later",
                     self.model,
@@ -448,7 +448,7 @@ impl Reservation {
                 ),
                 retry_after_secs: self.retry_after_secs,
             }),
-            Err(worker::SendError::Gone) => Err(HubError::Internal(format!(
+            Err(model_thread::SendError::Gone) => Err(HubError::Internal(format!(
                 "the worker of model {} has stopped",
                 self.model
             ))),
@@ -738,7 +738,9 @@ impl Pool {
             adapter_dir,
             metrics: self.inner.metrics.clone(),
         };
-        let worker = model_thread::ModelThread::spawn(label, v.id, dir, settings, keep, span.clone()).await?;
+        let worker =
+            model_thread::ModelThread::spawn(label, v.id, dir, settings, keep, span.clone())
+                .await?;
         // another load may have happened meanwhile only through this lock
         let mut map = self.inner.loaded.lock().expect("pool lock");
         worker.acquire();
@@ -759,7 +761,11 @@ impl Pool {
     }
 
     /// A loaded worker with a slot reserved, its keep-alive updated.
-    fn hit(&self, id: i64, keep_alive: Option<KeepAlive>) -> Option<Arc<model_thread::ModelThread>> {
+    fn hit(
+        &self,
+        id: i64,
+        keep_alive: Option<KeepAlive>,
+    ) -> Option<Arc<model_thread::ModelThread>> {
         let map = self.inner.loaded.lock().expect("pool lock");
         let e = map.get(&id)?;
         e.worker.acquire();
