@@ -14,8 +14,7 @@ use engine::train::data::load_split;
 use engine::train::{DataFormat, DataOptions, FineTuneType, NumpyRng, evaluate};
 use tokio::sync::watch;
 
-use super::runner::{JobOutcome, JobRunner};
-use super::train::{Control, Failure, fail};
+use super::context::{Control, Failure, JobOutcome, JobRunner, fail};
 use crate::jobs::EvalConfig;
 use crate::store::{Job, JobState, MetricPoint, NewRun, RunStatus};
 

@@ -5,12 +5,13 @@
 //! jobs with a lease and runs [`train`] or [`evaluate`]).
 
 pub mod admission;
+pub mod context;
 pub mod evaluate;
 pub mod runner;
 pub mod train;
 
 pub use crate::store::ADAPTER_FORMAT;
-pub use runner::{
+pub use context::{
     DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, HEARTBEAT_INTERVAL, JobOutcome, JobRunner, Provenance,
     default_worker_id,
 };

@@ -16,83 +16,12 @@ use engine::train::{
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::runner::{JobOutcome, JobRunner};
+use super::context::{Control, Failure, JobOutcome, JobRunner, fail};
 use crate::jobs::TrainConfig as JobTrainConfig;
 use crate::observability::training::TrainingObserver;
 use crate::store::{
     Job, JobState, Lineage, MetricPoint, ModelVersion, NewRun, NewVersion, RunStatus, StoreError,
 };
-
-/// Why an attempt did not succeed.
-#[derive(Debug)]
-pub(super) enum Failure {
-    Cancelled { step: usize },
-    NonFinite { step: usize, loss: f32 },
-    Error(String),
-}
-
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::Error(e.to_string())
-    }
-}
-
-pub(super) fn fail(msg: impl Into<String>) -> Failure {
-    Failure::Error(msg.into())
-}
-
-/// Flags shared by the lease keeper, the shutdown watcher and the trainer.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Control {
-    /// Read by the engine's trainer before every step.
-    pub(super) cancel: Arc<AtomicBool>,
-    pub(super) lease_lost: Arc<AtomicBool>,
-    /// Stopped by a worker shutdown: release the job instead of cancelling it.
-    pub(super) released: Arc<AtomicBool>,
-}
-
-/// The tasks that watch over one running job: its lease keeper, and the worker's
-/// shutdown signal turned into a release of the job.
-pub(super) struct Guards {
-    keeper: tokio::task::JoinHandle<()>,
-    watcher: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Guards {
-    pub(super) fn stop(self) {
-        self.keeper.abort();
-        if let Some(h) = self.watcher {
-            h.abort();
-        }
-    }
-}
-
-impl Control {
-    pub(super) fn guard(
-        &self,
-        w: &JobRunner,
-        job_id: i64,
-        shutdown: Option<watch::Receiver<bool>>,
-    ) -> Guards {
-        let keeper = tokio::spawn(keep_lease(w.clone(), job_id, self.clone()));
-        let watcher = shutdown.map(|mut rx| {
-            let ctl = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    if *rx.borrow() {
-                        ctl.released.store(true, Ordering::SeqCst);
-                        ctl.cancel.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                }
-            })
-        });
-        Guards { keeper, watcher }
-    }
-}
 
 pub(super) async fn run(
     w: &JobRunner,
@@ -106,29 +35,6 @@ pub(super) async fn run(
     guards.stop();
     finish(w, &job, &ctl, result, &mut out).await;
     out
-}
-
-/// Renews the lease every `lease / 3`; raises the cancel flag on a pending
-/// cancel, and stops the job (without result) when the lease is lost.
-pub(super) async fn keep_lease(w: JobRunner, job_id: i64, ctl: Control) {
-    let every = (w.lease / 3).max(Duration::from_millis(10));
-    loop {
-        tokio::time::sleep(every).await;
-        match w.store.renew_lease(job_id, &w.id, w.lease).await {
-            Ok(info) => {
-                if info.cancel_requested {
-                    ctl.cancel.store(true, Ordering::SeqCst);
-                }
-            }
-            Err(StoreError::LeaseNotHeld { .. } | StoreError::IllegalTransition { .. }) => {
-                tracing::warn!(job_id, worker = %w.id, "lease lost: stopping the job");
-                ctl.lease_lost.store(true, Ordering::SeqCst);
-                ctl.cancel.store(true, Ordering::SeqCst);
-                return;
-            }
-            Err(e) => tracing::warn!(job_id, error = %e, "lease renewal failed; retrying"),
-        }
-    }
 }
 
 /// Writes the job's and the run's final state.
