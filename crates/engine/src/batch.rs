@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use mlx::Array;
 
-use crate::generate::{
+use crate::decode::{
     FinishReason, Finished, GenerateError, GenerateParams, RowSampling, SampledToken, Step,
     StopMatcher, TokenEvent, prefill, sampling_state, tokens_array,
 };

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod config;
 pub mod convert;
+pub mod decode;
 pub mod generate;
 pub mod gguf_meta;
 pub mod models;

@@ -16,27 +16,7 @@ use super::format::{JsonKind, RowError, RowRules, detect_format, validate_row};
 use super::{Result, TrainError};
 use crate::tokenizer::Tokenizer;
 
-/// Key names of the dataset fields (mlx-lm's `*_feature` options).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataKeys {
-    pub text: String,
-    pub prompt: String,
-    pub completion: String,
-    pub chat: String,
-}
-
-impl Default for DataKeys {
-    fn default() -> DataKeys {
-        DataKeys {
-            text: "text".into(),
-            prompt: "prompt".into(),
-            completion: "completion".into(),
-            chat: "messages".into(),
-        }
-    }
-}
-
-pub use super::format::DataFormat;
+pub use super::format::{DataFormat, DataKeys};
 
 /// One tokenized row: its tokens and the number of leading prompt tokens excluded
 /// from the loss (0 unless `mask_prompt`).

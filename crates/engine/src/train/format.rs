@@ -10,7 +10,26 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::data::DataKeys;
+/// Key names of the dataset fields (mlx-lm's `*_feature` options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKeys {
+    pub text: String,
+    pub prompt: String,
+    pub completion: String,
+    pub chat: String,
+}
+
+impl Default for DataKeys {
+    fn default() -> DataKeys {
+        DataKeys {
+            text: "text".into(),
+            prompt: "prompt".into(),
+            completion: "completion".into(),
+            chat: "messages".into(),
+        }
+    }
+}
+
 
 /// The format of a dataset file, from its first row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
