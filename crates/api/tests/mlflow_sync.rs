@@ -50,8 +50,8 @@ async fn setup(db: TestDb, test: &str) -> Option<Fixture> {
         .expect("register tiny model");
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    write_rows(&data.join("train.jsonl"), 12);
-    write_rows(&data.join("valid.jsonl"), 4);
+    test_support::write_text_rows(&data.join("train.jsonl"), 12);
+    test_support::write_text_rows(&data.join("valid.jsonl"), 4);
     let (d, _) = th
         .hub
         .register_dataset_folder(
@@ -69,16 +69,6 @@ async fn setup(db: TestDb, test: &str) -> Option<Fixture> {
         base_version_id: v.id,
         dataset_id: d.id,
     })
-}
-
-fn write_rows(path: &Path, n: usize) {
-    let mut s = String::new();
-    for i in 0..n {
-        s += &json!({ "text": format!("row {i}: the river crosses the stone {i} times.") })
-            .to_string();
-        s.push('\n');
-    }
-    std::fs::write(path, s).unwrap();
 }
 
 /// Runs one tiny LoRA job (6 steps, reports every 2) to success.

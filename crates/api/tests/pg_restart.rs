@@ -201,16 +201,6 @@ async fn call(http: &reqwest::Client, method: &str, url: &str, body: Option<Valu
     }
 }
 
-fn write_rows(path: &Path, n: usize) {
-    let rows: String = (0..n)
-        .map(|i| {
-            json!({"text": format!("row {i}: the river crosses the stone {i} times.")}).to_string()
-                + "\n"
-        })
-        .collect();
-    std::fs::write(path, rows).unwrap();
-}
-
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const ITERS: i64 = 300;
 const REPORT_EVERY: i64 = 5;
@@ -243,8 +233,8 @@ async fn postgres_restart_while_the_hub_runs() {
     let import = hub.import_root().unwrap();
     copy_dir(&model, &import.join("tiny"));
     std::fs::create_dir_all(import.join("text")).unwrap();
-    write_rows(&import.join("text/train.jsonl"), 16);
-    write_rows(&import.join("text/valid.jsonl"), 4);
+    test_support::write_text_rows(&import.join("text/train.jsonl"), 16);
+    test_support::write_text_rows(&import.join("text/valid.jsonl"), 4);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -54,24 +54,14 @@ fn start_worker(dir: &Path, id: &str) -> Child {
         .expect("spawn worker")
 }
 
-fn write_rows(path: &Path, n: usize) {
-    let mut s = String::new();
-    for i in 0..n {
-        s += &serde_json::json!({"text": format!("row {i}: the river crosses the stone {i} times.")})
-            .to_string();
-        s.push('\n');
-    }
-    std::fs::write(path, s).unwrap();
-}
-
 /// A fresh data dir with the tiny model and a dataset registered.
 fn setup(name: &str) -> Option<PathBuf> {
     let model = tiny_model()?;
     let dir = std::env::temp_dir().join(format!("mlx-hub-crash-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("data")).unwrap();
-    write_rows(&dir.join("data/train.jsonl"), 16);
-    write_rows(&dir.join("data/valid.jsonl"), 4);
+    test_support::write_text_rows(&dir.join("data/train.jsonl"), 16);
+    test_support::write_text_rows(&dir.join("data/valid.jsonl"), 4);
     hub(
         &dir,
         "models",

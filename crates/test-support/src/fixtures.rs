@@ -76,3 +76,15 @@ pub fn copy_dir(src: &Path, dest: &Path) {
         }
     }
 }
+
+/// A `train.jsonl`-style file of `n` `{"text": …}` rows (each row different).
+pub fn write_text_rows(path: &Path, n: usize) {
+    let rows: String = (0..n)
+        .map(|i| {
+            serde_json::json!({"text": format!("row {i}: the river crosses the stone {i} times.")})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(path, rows).unwrap();
+}
