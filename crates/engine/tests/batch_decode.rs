@@ -19,20 +19,9 @@ const MODELS: [&str; 3] = [
     "mistral-traditional-f32",
 ];
 
+/// The mlx-lm parity fixtures (skip, or fail under CI).
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("MLX_HUB_PARITY_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures"),
-    };
-    if dir.join("index.json").is_file() {
-        return Some(dir);
-    }
-    let reason = format!("parity fixtures not found at {}", dir.display());
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    None
+    test_support::require("parity fixtures", test_support::parity_fixtures())
 }
 
 fn prompt(len: usize, salt: u32) -> Vec<u32> {

@@ -20,20 +20,9 @@ fn on_cpu() {
     mlx::system::set_default_device(mlx::system::Device::Cpu).unwrap();
 }
 
+/// The mlx-lm parity fixtures (skip, or fail under CI).
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("MLX_HUB_PARITY_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures"),
-    };
-    if dir.join("index.json").is_file() {
-        return Some(dir);
-    }
-    let reason = format!("parity fixtures not found at {}", dir.display());
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    None
+    test_support::require("parity fixtures", test_support::parity_fixtures())
 }
 
 fn quantized_fixtures(dir: &std::path::Path) -> Vec<String> {

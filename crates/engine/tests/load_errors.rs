@@ -3,23 +3,9 @@ use std::path::{Path, PathBuf};
 
 use engine::models::load_model;
 
+/// The tiny float32 Llama of the parity fixtures (skip, or fail under CI).
 fn fixture() -> Option<PathBuf> {
-    let root = std::env::var_os("MLX_HUB_PARITY_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures")
-        });
-    let dir = root.join("llama-tied-f32");
-    if dir.join("config.json").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "parity fixtures missing at {} (run scripts/setup-test-deps.sh)",
-        root.display()
-    );
-    eprintln!("SKIPPED: parity fixtures missing at {}", root.display());
-    None
+    test_support::require("load_errors", test_support::tiny_model())
 }
 
 fn copy_dir(from: &Path) -> tempfile::TempDir {

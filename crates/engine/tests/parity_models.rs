@@ -11,24 +11,9 @@ use serde_json::Value;
 
 const LOGIT_TOLERANCE: f32 = 1e-3;
 
+/// The mlx-lm parity fixtures (skip, or fail under CI).
 fn fixtures_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("MLX_HUB_PARITY_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/parity-fixtures"),
-    };
-    if dir.join("index.json").is_file() {
-        return Some(dir);
-    }
-    let reason = format!(
-        "parity fixtures not found at {} (run `python3 scripts/parity/make_fixtures.py target/parity-fixtures` \
-         or set MLX_HUB_PARITY_FIXTURES)",
-        dir.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}");
-    }
-    eprintln!("SKIPPED: {reason}");
-    None
+    test_support::require("parity fixtures", test_support::parity_fixtures())
 }
 
 fn read_json(path: &std::path::Path) -> Value {

@@ -17,34 +17,10 @@ use serde_json::json;
 
 const MODEL_FILE: &str = "SmolLM2-135M-Instruct-Q4_1.gguf";
 
-/// The cached GGUF, or `None` (with the reason printed) when it is absent outside CI.
+
+/// The SmolLM2 GGUF (skip, or fail under CI).
 fn smollm2_gguf() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MLX_HUB_SMOLLM2_GGUF") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.is_file(),
-            "MLX_HUB_SMOLLM2_GGUF={} does not exist",
-            p.display()
-        );
-        return Some(p);
-    }
-    let cache = match std::env::var("MLX_HUB_CACHE") {
-        Ok(c) => PathBuf::from(c),
-        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mlx-hub"),
-    };
-    let p = cache.join("models").join(MODEL_FILE);
-    if p.is_file() {
-        return Some(p);
-    }
-    let reason = format!(
-        "{} not found: run scripts/fetch-smollm2.sh or set MLX_HUB_SMOLLM2_GGUF",
-        p.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}");
-    }
-    eprintln!("skipping: {reason}");
-    None
+    test_support::require("SmolLM2", test_support::smollm2_gguf())
 }
 
 struct Smol {

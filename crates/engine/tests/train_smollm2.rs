@@ -20,23 +20,9 @@ use engine::train::{
 };
 use train_common::*;
 
+/// The SmolLM2 GGUF (skip, or fail under CI).
 fn smollm2_gguf() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MLX_HUB_SMOLLM2_GGUF") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = match std::env::var("MLX_HUB_CACHE") {
-        Ok(c) => PathBuf::from(c),
-        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mlx-hub"),
-    };
-    let p = cache.join("models/SmolLM2-135M-Instruct-Q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{} not found (scripts/fetch-smollm2.sh)", p.display());
-    }
-    eprintln!("SKIPPED: {} not found", p.display());
-    None
+    test_support::require("SmolLM2", test_support::smollm2_gguf())
 }
 
 #[test]

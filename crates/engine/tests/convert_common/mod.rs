@@ -14,35 +14,16 @@ pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct-Q4_1.gguf";
 pub const PROMPT: &str = "What is the capital of France?";
 pub const MAX_TOKENS: usize = 24;
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use test_support::workspace_root;
 
 pub fn skip_or_fail(reason: &str) {
-    if std::env::var_os("CI").is_some() {
-        panic!("{reason}");
-    }
-    eprintln!("skipping: {reason}");
+    test_support::require::<()>("convert", Err(reason.to_string()));
 }
 
-/// The cached GGUF, or `None` (reason printed) when it is absent outside CI.
+
+/// The cached GGUF (skip, or fail under CI).
 pub fn smollm2_gguf() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("MLX_HUB_SMOLLM2_GGUF") {
-        return Some(PathBuf::from(p));
-    }
-    let cache = match std::env::var("MLX_HUB_CACHE") {
-        Ok(c) => PathBuf::from(c),
-        Err(_) => PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/mlx-hub"),
-    };
-    let p = cache.join("models").join(MODEL_FILE);
-    if p.is_file() {
-        return Some(p);
-    }
-    skip_or_fail(&format!(
-        "{} not found: run scripts/fetch-smollm2.sh or set MLX_HUB_SMOLLM2_GGUF",
-        p.display()
-    ));
-    None
+    test_support::require("SmolLM2", test_support::smollm2_gguf())
 }
 
 pub fn python_mlx_lm() -> bool {
