@@ -32,13 +32,8 @@ async fn served(test: &str, config: ServingConfig) -> Option<Served> {
     let dir = tempfile::tempdir().unwrap();
     let mut hc = HubConfig::with_data_dir(dir.path().join("data"));
     hc.database_url = db.url.clone();
-    let mut hub = Hub::with_store(hc, db.store.clone()).unwrap();
-    hub.serving = Pool::new(
-        hub.store.clone(),
-        hub.artifacts.clone(),
-        &hub.config.data_dir,
-        config,
-    );
+    hc.serving = config;
+    let hub = Hub::with_store(hc, db.store.clone()).unwrap();
     copy_dir(&fixture, &hub.import_root().unwrap().join("tiny"));
     let pool = hub.serving.clone();
     let s = Served {
