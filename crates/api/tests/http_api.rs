@@ -119,6 +119,19 @@ async fn job_submission_is_validated(db: TestDb) {
             "itters",
         ),
         (
+            // fusing is refused, not silently skipped
+            job(json!({"config": {"fuse": true}})),
+            422,
+            "invalid_input",
+            "config.fuse",
+        ),
+        (
+            job(json!({"output_model": "bad name/../x"})),
+            422,
+            "invalid_input",
+            "output_model",
+        ),
+        (
             job(json!({"max_attempts": 0})),
             422,
             "invalid_input",
@@ -153,11 +166,12 @@ async fn job_submission_is_validated(db: TestDb) {
             "POST",
             "/api/jobs",
             Some(job(
-                json!({"config": {"iters": 20, "lora_parameters": {"rank": 4}}}),
+                json!({"config": {"iters": 20, "lora_parameters": {"rank": 4}}, "output_model": "base-tuned"}),
             )),
         )
         .await;
     assert_eq!(s, 201, "{j}");
+    assert_eq!(j["config"]["output_model"], "base-tuned");
     assert_eq!(j["state"], "queued");
     assert_eq!(j["kind"], "train");
     let c = &j["config"];

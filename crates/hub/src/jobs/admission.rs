@@ -26,7 +26,7 @@ use crate::service::Hub;
 use crate::store::ModelVersion;
 
 /// Estimated peak memory of a training job, by part (bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MemoryEstimate {
     pub weights: u64,
     pub adapters: u64,

@@ -63,7 +63,8 @@ pub struct TrainConfig {
     pub grad_checkpoint: bool,
     pub mask_prompt: bool,
     pub lora_parameters: LoraParameters,
-    /// Also produce a fused model (hub extension).
+    /// Also produce a fused model (hub extension; not supported by jobs yet:
+    /// `true` is refused at submission, naming `config.fuse`).
     pub fuse: bool,
 }
 
@@ -133,6 +134,12 @@ impl TrainConfig {
         }
         if self.max_seq_length < 8 || self.max_seq_length > 1 << 20 {
             return bad("config.max_seq_length", "must be between 8 and 1048576");
+        }
+        if self.fuse {
+            return bad(
+                "config.fuse",
+                "jobs do not fuse yet: train, then run `mlx-hub fuse` on the trained version",
+            );
         }
         let l = &self.lora_parameters;
         if l.rank == 0 || l.rank > 4096 {
@@ -206,6 +213,26 @@ impl EvalConfig {
     }
 }
 
+/// A training job's record (`training_jobs.config`): written once by
+/// submission with everything resolved, read back by the runner. Old rows
+/// (any subset of these keys) still read: every field has a default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainJobSpec {
+    pub base_model: String,
+    pub base_version: i64,
+    pub base_version_id: Option<i64>,
+    pub dataset: String,
+    pub dataset_version: i64,
+    pub dataset_hash: String,
+    pub train: TrainConfig,
+    /// The model the trained adapter is registered under (default `<base>-lora`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_model: Option<String>,
+    /// Estimated peak memory (`null` without a config.json to estimate from).
+    pub memory_estimate: Option<admission::MemoryEstimate>,
+}
+
 fn default_version() -> String {
     "latest".into()
 }
@@ -234,6 +261,10 @@ pub struct SubmitJob {
     pub dataset_version: Option<i64>,
     #[serde(default)]
     pub config: TrainConfig,
+    /// The model the trained adapter is registered under, created when missing
+    /// (default: `<base_model>-lora`).
+    #[serde(default)]
+    pub output_model: Option<String>,
     /// Settings of an evaluation job.
     #[serde(default)]
     pub eval: EvalConfig,
@@ -258,6 +289,14 @@ impl Hub {
             return self.submit_evaluation(req).await;
         }
         req.config.validate()?;
+        if let Some(name) = &req.output_model {
+            crate::store::check_model_name(name).map_err(|e| match e {
+                StoreError::InvalidInput { message, .. } => {
+                    HubError::invalid("output_model", message)
+                }
+                e => e.into(),
+            })?;
+        }
         req.requirements.validate()?;
         if !(1..=100).contains(&req.max_attempts) {
             return Err(HubError::invalid(
@@ -297,16 +336,18 @@ impl Hub {
                 "the dataset has no train split",
             ));
         }
-        let config = serde_json::json!({
-            "base_model": model.name,
-            "base_version": version.number,
-            "base_version_id": version.id,
-            "dataset": dataset.name,
-            "dataset_version": dataset.version,
-            "dataset_hash": dataset.content_hash,
-            "train": req.config,
-            "memory_estimate": estimate,
-        });
+        let config = serde_json::to_value(TrainJobSpec {
+            base_model: model.name,
+            base_version: version.number,
+            base_version_id: Some(version.id),
+            dataset: dataset.name,
+            dataset_version: dataset.version,
+            dataset_hash: dataset.content_hash,
+            train: req.config.clone(),
+            output_model: req.output_model.clone(),
+            memory_estimate: estimate,
+        })
+        .map_err(|e| HubError::Internal(format!("encoding the job's config: {e}")))?;
         Ok(self
             .store
             .enqueue_with(

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::context::{Control, Failure, JobOutcome, JobRunner, fail};
-use crate::jobs::TrainConfig as JobTrainConfig;
+use crate::jobs::{TrainConfig as JobTrainConfig, TrainJobSpec};
 use crate::observability::training::TrainingObserver;
 use crate::store::{
     Job, JobState, Lineage, MetricPoint, ModelVersion, NewRun, NewVersion, RunStatus, StoreError,
@@ -99,38 +99,18 @@ async fn finish(
     }
 }
 
-/// What the job's config says.
-struct JobSpec {
-    base_version_id: i64,
-    dataset_id: i64,
-    train: JobTrainConfig,
-    output_model: Option<String>,
-}
-
-fn parse_spec(job: &Job) -> Result<JobSpec, Failure> {
-    let c = &job.config;
+/// The job's record, typed; its base version from the job's column when set.
+fn parse_spec(job: &Job) -> Result<(TrainJobSpec, i64, i64), Failure> {
+    let spec: TrainJobSpec = serde_json::from_value(job.config.clone())
+        .map_err(|e| fail(format!("invalid training config: {e}")))?;
     let base_version_id = job
         .base_version_id
-        .or_else(|| c.get("base_version_id").and_then(Value::as_i64))
+        .or(spec.base_version_id)
         .ok_or_else(|| fail("the job names no base version"))?;
     let dataset_id = job
         .dataset_id
         .ok_or_else(|| fail("the job names no dataset"))?;
-    let train = match c.get("train") {
-        None | Some(Value::Null) => JobTrainConfig::default(),
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| fail(format!("invalid training config: {e}")))?,
-    };
-    let output_model = c
-        .get("output_model")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    Ok(JobSpec {
-        base_version_id,
-        dataset_id,
-        train,
-        output_model,
-    })
+    Ok((spec, base_version_id, dataset_id))
 }
 
 fn engine_config(
@@ -190,16 +170,10 @@ async fn attempt(
         })
         .await?;
     out.run_id = Some(run.id);
-    let spec = parse_spec(job)?;
-    if spec.train.fuse {
-        tracing::warn!(
-            job_id = job.id,
-            "fuse is not supported by the worker yet: registering the adapter only"
-        );
-    }
-    let base = w.store.get_version(spec.base_version_id).await?;
+    let (spec, base_version_id, dataset_id) = parse_spec(job)?;
+    let base = w.store.get_version(base_version_id).await?;
     let base_model = w.store.get_model(base.model_id).await?;
-    let dataset = w.store.get_dataset(spec.dataset_id).await?;
+    let dataset = w.store.get_dataset(dataset_id).await?;
 
     let workdir = tempfile::Builder::new()
         .prefix(&format!("job-{}-", job.id))
