@@ -8,7 +8,6 @@ mod common;
 
 use test_support::store_test;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TestDb;

@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use common::TestDb;
 use common::http::{assert_error, copy_dir, tiny_model};
 use futures_util::StreamExt;
-use hub::serving::{Pool, ServingConfig, WeightsPolicy};
+use hub::serving::{ServingConfig, WeightsPolicy};
 use hub::{Hub, HubConfig};
 use serde_json::{Value, json};
 use tower::ServiceExt;

@@ -3,10 +3,7 @@
 //! sampler, log-probabilities), prefill, [`StopMatcher`], the token events and the
 //! finish figures.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::collections::BTreeMap;
 
 use mlx::{Array, Dtype};
 use serde::{Deserialize, Serialize};
@@ -15,7 +12,7 @@ use crate::models::{KvCache, LanguageModel};
 use crate::sampling::{
     KeySequence, LogitsProcessors, ProcessorParams, Sampler, SamplerParams, SamplingError,
 };
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::tokenizer::TokenizerError;
 use crate::weights::{ModelError, Result};
 
 /// Prompt tokens run per forward pass while prefilling.
@@ -424,4 +421,3 @@ pub enum GenerationEvent {
     Token(TokenEvent),
     Finished(Finished),
 }
-

@@ -7,7 +7,7 @@
 //! text side of a sequence (streaming detokenizer, stop ids and strings) is
 //! [`crate::batch::TextStream`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -16,15 +16,15 @@ use mlx::{Array, Dtype};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{PendingStep, Sequence, TextEvent, TextStream, decode_step};
-use crate::models::{KvCache, LanguageModel};
-use crate::sampling::{
-    KeySequence, LogitsProcessors, ProcessorParams, Sampler, SamplerParams, SamplingError,
-};
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::models::LanguageModel;
+use crate::tokenizer::Tokenizer;
 use crate::weights::{ModelError, Result};
 
-pub use crate::decode::{DEFAULT_PREFILL_STEP, prefill, MLX_LM_PREFILL_STEP, GenerateParams, GenerateError, SampledToken, StopMatcher, TokenEvent, FinishReason, Finished, GenerationEvent};
-use crate::decode::{tokens_array};
+use crate::decode::tokens_array;
+pub use crate::decode::{
+    DEFAULT_PREFILL_STEP, FinishReason, Finished, GenerateError, GenerateParams, GenerationEvent,
+    MLX_LM_PREFILL_STEP, SampledToken, StopMatcher, TokenEvent, prefill,
+};
 
 /// Text-level streaming generation (mlx-lm's `stream_generate`): an iterator of
 /// [`GenerationEvent`]s, tokens then one `Finished`. Concatenating every `text_delta`

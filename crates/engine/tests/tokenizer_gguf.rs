@@ -15,9 +15,6 @@ use engine::gguf_meta::{
 use engine::tokenizer::{Tokenizer, TokenizerFiles};
 use serde_json::json;
 
-const MODEL_FILE: &str = "SmolLM2-135M-Instruct-Q4_1.gguf";
-
-
 /// The SmolLM2 GGUF (skip, or fail under CI).
 fn smollm2_gguf() -> Option<PathBuf> {
     test_support::require("SmolLM2", test_support::smollm2_gguf())

@@ -11,7 +11,7 @@ pub mod mlflow;
 
 pub use db::{TestDb, postgres, sqlite};
 pub use fixtures::{
-    copy_dir, free_port, parity_fixtures, smollm2_gguf, tiny_model, workspace_root,
+    copy_dir, free_port, parity_fixtures, smollm2_gguf, tiny_model, workspace_root, write_text_rows,
 };
 
 /// True under CI (`CI` set): a missing prerequisite is then a failure.

@@ -468,6 +468,7 @@ async fn lora_step(hub: &Hub, base: &ModelVersion, iters: u32) -> anyhow::Result
                 lora_parameters: LoraParameters::default(),
                 ..TrainConfig::default()
             },
+            output_model: None,
             eval: Default::default(),
             max_attempts: 1,
             priority: 0,

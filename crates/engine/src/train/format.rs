@@ -30,7 +30,6 @@ impl Default for DataKeys {
     }
 }
 
-
 /// The format of a dataset file, from its first row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -20,7 +20,6 @@ pub fn skip_or_fail(reason: &str) {
     test_support::require::<()>("convert", Err(reason.to_string()));
 }
 
-
 /// The cached GGUF (skip, or fail under CI).
 pub fn smollm2_gguf() -> Option<PathBuf> {
     test_support::require("SmolLM2", test_support::smollm2_gguf())

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::artifacts::Artifacts;
-use crate::store::{Job, JobState, Store, StoreError, WorkerCapabilities};
+use crate::store::{JobState, Store, StoreError, WorkerCapabilities};
 
 /// Default lease of a claimed job.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
@@ -207,4 +207,3 @@ pub(super) async fn keep_lease(w: JobRunner, job_id: i64, ctl: Control) {
         }
     }
 }
-

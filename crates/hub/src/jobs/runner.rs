@@ -22,15 +22,17 @@ pub use crate::store::ADAPTER_FORMAT;
 
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::context::{JobOutcome, JobRunner, Provenance};
+use super::context::{
+    DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, HEARTBEAT_INTERVAL, JobOutcome, JobRunner, Provenance,
+    default_worker_id,
+};
 use crate::artifacts::Artifacts;
 use crate::error::HubResult;
 use crate::service::Hub;
-use crate::store::{Job, JobKind, JobState, ReapedJob, Store, WorkerCapabilities};
+use crate::store::{Job, JobKind, ReapedJob, Store, WorkerCapabilities};
 
 impl JobRunner {
     pub fn new(store: Store, artifacts: impl Into<Artifacts>, id: impl Into<String>) -> JobRunner {

@@ -3,7 +3,6 @@
 //! as a new version with its lineage.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
