@@ -1,19 +1,19 @@
-//! Serving: the pool of loaded models and their workers (first slice of the
+//! Serving: the pool of loaded models and their model threads (first slice of the
 //! inference service).
 //!
 //! - [`Pool`]: only registered versions are served — a request names a model
 //!   (`name`, `name:3`, `name:alias`, `name@alias`), the store resolves it,
-//!   the version's files are materialised once as hard links by sha into
+//!   the version's files are checked out once (`checkout_version`: hard links by sha) into
 //!   `<data-dir>/cache/models/<version-id>/` (no path from a request ever
-//!   reaches the file system), and a [`worker`] thread owns the model and its
+//!   reaches the file system), and a [`model_thread`] owns the model and its
 //!   tokenizer. Models load on first use, stay for their keep-alive (default
 //!   5 minutes; per request `keep_alive`: 0 unloads after the request, negative
 //!   keeps forever), and the least recently used idle models unload when a load
 //!   would pass the memory budget (estimate: the weight files' sizes). A model
 //!   larger than the budget is refused with the numbers.
-//! - Scheduling: continuous batching per worker (up to `max_running`
+//! - Scheduling: continuous batching per model thread (up to `max_running`
 //!   sequences share each decode step, chunked prefill, a prefix cache; see
-//!   [`worker`]); the waiting queue is bounded and a full queue is a `503`
+//!   [`model_thread`]); the waiting queue is bounded and a full queue is a `503`
 //!   with `Retry-After`.
 //! - [`metrics::ServingMetrics`]: latency histograms, token counters, gauges,
 //!   prefix-cache figures, for the exporter ([`Pool::metrics`]).

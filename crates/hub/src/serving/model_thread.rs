@@ -1,4 +1,4 @@
-//! A model worker: one OS thread that loads a model and its tokenizer and
+//! A model thread: one OS thread that loads a model and its tokenizer and
 //! serves the model's request queue for its whole life (MLX graphs must be
 //! evaluated on the thread that built them, and the weights load lazily).
 //!
