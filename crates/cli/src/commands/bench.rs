@@ -88,9 +88,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         })
         .collect();
+    let mlx_version = hub::host::HostInfo::detect().mlx_version;
     if args.json {
         let report = serde_json::json!({
-            "mlx_version": mlx::system::version(),
+            "mlx_version": mlx_version,
             "linked_blas": blas.kind,
             "linked_library": blas.library,
             "stock_blas": stock.as_ref().map(|(k, _)| k),
@@ -101,9 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "MLX {} | linked BLAS: {} ({})",
-        mlx::system::version(),
-        blas.kind,
-        blas.library
+        mlx_version, blas.kind, blas.library
     );
     println!(
         "{:>6} {:>15} {:>14} {:>7}",

@@ -130,14 +130,14 @@ pub fn run(args: Args, model_dir: &std::path::Path, json: bool) -> anyhow::Resul
         total_time: avg(|t| t.total_time),
     };
     if json {
-        let blas = mlx::system::blas();
+        let host = hub::host::HostInfo::detect();
         let report = Report {
             model: model_dir.display().to_string(),
             prompt_tokens: args.prompt_tokens,
             generation_tokens: args.generation_tokens,
             num_trials: args.num_trials,
-            mlx_version: mlx::system::version(),
-            blas: format!("{} ({})", blas.kind, blas.library),
+            mlx_version: host.mlx_version,
+            blas: host.blas,
             trials,
             averages,
         };
