@@ -133,14 +133,14 @@ pub fn gate(req: &mut Request, key: &[u8; 32]) -> Gate {
             .unwrap_or_default();
         if !bool::from(given.ct_eq(csrf.as_bytes())) {
             return Gate::Refuse(
-                HubError::Forbidden {
+                ApiError::from(HubError::Forbidden {
                     code: hub::error::Code::CsrfTokenInvalid,
                     message: format!(
                         "a request authenticated by the session cookie that changes state must \
                          carry the page's `{CSRF_HEADER}` header"
                     ),
-                }
-                .into_api_response(),
+                })
+                .into_response(),
             );
         }
     }
@@ -222,15 +222,4 @@ pub(crate) async fn require_token(
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     resp
-}
-
-/// A [`HubError`] rendered as the API renders it.
-trait IntoApiResponse {
-    fn into_api_response(self) -> Response;
-}
-
-impl IntoApiResponse for HubError {
-    fn into_api_response(self) -> Response {
-        ApiError::from(self).into_response()
-    }
 }

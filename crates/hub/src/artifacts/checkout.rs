@@ -14,18 +14,18 @@ use crate::store::{Entity, ModelVersion, Store, StoreError, VersionFile, check_r
 /// Marks a folder whose checkout finished.
 const COMPLETE: &str = ".complete";
 
-/// Checks `version`'s files out into `dir` (nothing to do when it is already
-/// complete).
+/// Checks `version`'s files out into `dir` (nothing to link when it is already
+/// complete) and returns the version's files, so callers need not read them again.
 pub async fn checkout_version(
     store: &Store,
     artifacts: &Artifacts,
     version: &ModelVersion,
     dir: &Path,
-) -> HubResult<()> {
-    if dir.join(COMPLETE).is_file() {
-        return Ok(());
-    }
+) -> HubResult<Vec<VersionFile>> {
     let files = store.version_files(version.id).await?;
+    if dir.join(COMPLETE).is_file() {
+        return Ok(files);
+    }
     let linked_root = version
         .artifact_uri
         .as_deref()
@@ -54,7 +54,7 @@ pub async fn checkout_version(
         .await
         .map_err(|e| HubError::Internal(format!("checkout task failed: {e}")))??;
     drop(pins);
-    Ok(())
+    Ok(files)
 }
 
 enum Source {

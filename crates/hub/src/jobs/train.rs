@@ -179,9 +179,10 @@ async fn attempt(
         .tempdir_in(w.artifacts.tmp_dir())?;
     let model_dir = workdir.path().join("model");
     let adapter_dir = workdir.path().join("adapters");
-    crate::artifacts::checkout::checkout_version(&w.store, &w.artifacts, &base, &model_dir)
-        .await
-        .map_err(|e| fail(format!("checking out the base model: {e}")))?;
+    let base_files =
+        crate::artifacts::checkout::checkout_version(&w.store, &w.artifacts, &base, &model_dir)
+            .await
+            .map_err(|e| fail(format!("checking out the base model: {e}")))?;
 
     let cfg = engine_config(&spec.train, &adapter_dir)?;
     let iters = cfg.iters.max(1);
@@ -198,10 +199,7 @@ async fn attempt(
     let handle = tokio::runtime::Handle::current();
     let (store, job_id, cancel) = (w.store.clone(), job.id, ctl.cancel.clone());
     let md = model_dir.clone();
-    let weight_bytes: i64 = w
-        .store
-        .version_files(base.id)
-        .await?
+    let weight_bytes: i64 = base_files
         .iter()
         .filter(|f| f.path.ends_with(".safetensors"))
         .map(|f| f.size_bytes.max(0))

@@ -631,30 +631,7 @@ impl Pool {
             None => None,
         };
         let adapter = adapter.as_ref();
-        let files = self.inner.store.version_files(base.id).await?;
-        let weights: u64 = files
-            .iter()
-            .filter(|f| f.path.ends_with(".safetensors"))
-            .map(|f| f.size_bytes.max(0) as u64)
-            .sum();
-        let native_size = if weights > 0 {
-            weights
-        } else {
-            files.iter().map(|f| f.size_bytes.max(0) as u64).sum()
-        };
-        let adapter_size: u64 = match adapter {
-            Some(a) => self
-                .inner
-                .store
-                .version_files(a.id)
-                .await?
-                .iter()
-                .map(|f| f.size_bytes.max(0) as u64)
-                .sum(),
-            None => 0,
-        };
-
-        // checked out first: the float32 size comes from the config
+        // checked out first: the sizes come from the files, the float32 size from the config
         let dir = self.inner.cache_dir.join(base.id.to_string());
         let adapter_dir = adapter.map(|a| self.inner.cache_dir.join(a.id.to_string()));
         let checkout = |v, d| {
@@ -665,10 +642,25 @@ impl Pool {
                 d,
             )
         };
-        checkout(&base, &dir).await?;
-        if let (Some(a), Some(d)) = (adapter, &adapter_dir) {
-            checkout(a, d).await?;
-        }
+        let files = checkout(&base, &dir).await?;
+        let adapter_files = match (adapter, &adapter_dir) {
+            (Some(a), Some(d)) => checkout(a, d).await?,
+            _ => Vec::new(),
+        };
+        let weights: u64 = files
+            .iter()
+            .filter(|f| f.path.ends_with(".safetensors"))
+            .map(|f| f.size_bytes.max(0) as u64)
+            .sum();
+        let native_size = if weights > 0 {
+            weights
+        } else {
+            files.iter().map(|f| f.size_bytes.max(0) as u64).sum()
+        };
+        let adapter_size: u64 = adapter_files
+            .iter()
+            .map(|f| f.size_bytes.max(0) as u64)
+            .sum();
         let config_dir = dir.clone();
         let config = tokio::task::spawn_blocking(move || {
             engine::config::ModelConfig::from_dir(&config_dir)
