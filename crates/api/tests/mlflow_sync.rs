@@ -11,12 +11,10 @@ use test_support::store_test;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use common::http::{TestHub, copy_dir, tiny_model};
+use common::http::{TestHub, tiny_model};
 use common::mlflow::{MlflowServer, mlflow_available};
-use hub::dataset_import::RegisterDataset;
 use hub::jobs::JobRunner;
 use hub::mlflow::MlflowSync;
-use hub::registry::RegisterFolder;
 use hub::store::{JobKind, JobState, MetricPoint, NewJob, NewRun, RunStatus};
 use serde_json::{Value, json};
 use test_support::free_port;
@@ -33,36 +31,13 @@ async fn setup(db: TestDb, test: &str) -> Option<Fixture> {
         return None;
     }
     let th = TestHub::new(db);
-    let root = th.import_root.clone();
-    copy_dir(&model, &root.join("tiny"));
-    let v = th
-        .hub
-        .register_model_folder_creating(
-            "tiny",
-            &RegisterFolder {
-                path: "tiny".into(),
-                ..RegisterFolder::default()
-            },
-            &root,
-        )
-        .await
-        .expect("register tiny model");
-    let data = root.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    test_support::write_text_rows(&data.join("train.jsonl"), 12);
-    test_support::write_text_rows(&data.join("valid.jsonl"), 4);
-    let (d, _) = th
-        .hub
-        .register_dataset_folder(
-            &RegisterDataset {
-                name: "text".into(),
-                path: "data".into(),
-                description: String::new(),
-            },
-            &root,
-        )
-        .await
-        .expect("register dataset");
+    let v = th.register_model_copy("tiny", &model).await;
+    let d = th
+        .register_data_folder("text", |data| {
+            test_support::write_text_rows(&data.join("train.jsonl"), 12);
+            test_support::write_text_rows(&data.join("valid.jsonl"), 4);
+        })
+        .await;
     Some(Fixture {
         th,
         base_version_id: v.id,

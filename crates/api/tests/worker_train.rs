@@ -10,11 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::TestDb;
-use common::http::{TestHub, copy_dir, tiny_model};
+use common::http::{TestHub, tiny_model};
 use hub::artifacts::{ArtifactStore, sha256_file};
-use hub::dataset_import::RegisterDataset;
 use hub::jobs::{JobOutcome, JobRunner};
-use hub::registry::RegisterFolder;
 use hub::store::{Job, JobKind, JobState, NewJob, RunStatus, VersionStatus};
 use serde_json::{Value, json};
 
@@ -32,36 +30,13 @@ struct Fixture {
 async fn setup(db: TestDb, test: &str) -> Option<Fixture> {
     let model = tiny_model(test)?;
     let th = TestHub::new(db);
-    let root = th.import_root.clone();
-    copy_dir(&model, &root.join("tiny"));
-    let v = th
-        .hub
-        .register_model_folder_creating(
-            "tiny",
-            &RegisterFolder {
-                path: "tiny".into(),
-                ..RegisterFolder::default()
-            },
-            &root,
-        )
-        .await
-        .expect("register tiny model");
-    let data = root.join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_rows(&data.join("train.jsonl"), 20);
-    write_rows(&data.join("valid.jsonl"), 4);
-    let (d, _) = th
-        .hub
-        .register_dataset_folder(
-            &RegisterDataset {
-                name: "text20".into(),
-                path: "data".into(),
-                description: String::new(),
-            },
-            &root,
-        )
-        .await
-        .expect("register dataset");
+    let v = th.register_model_copy("tiny", &model).await;
+    let d = th
+        .register_data_folder("text20", |data| {
+            write_rows(&data.join("train.jsonl"), 20);
+            write_rows(&data.join("valid.jsonl"), 4);
+        })
+        .await;
     Some(Fixture {
         th,
         base_version_id: v.id,

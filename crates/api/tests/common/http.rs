@@ -142,3 +142,46 @@ pub fn tiny_model(test: &str) -> Option<PathBuf> {
 }
 
 pub use test_support::copy_dir;
+
+impl TestHub {
+    /// Registers the model folder `src` (copied into the import root) as
+    /// `name`, creating the model.
+    pub async fn register_model_copy(&self, name: &str, src: &Path) -> hub::store::ModelVersion {
+        copy_dir(src, &self.import_root.join(name));
+        self.hub
+            .register_model_folder_creating(
+                name,
+                &hub::registry::RegisterFolder {
+                    path: name.into(),
+                    ..Default::default()
+                },
+                &self.import_root,
+            )
+            .await
+            .expect("register the model")
+    }
+
+    /// Registers the import root's folder `data`, after `write` filled it, as
+    /// dataset `name`.
+    pub async fn register_data_folder(
+        &self,
+        name: &str,
+        write: impl FnOnce(&Path),
+    ) -> hub::store::Dataset {
+        let data = self.import_root.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        write(&data);
+        self.hub
+            .register_dataset_folder(
+                &hub::dataset_import::RegisterDataset {
+                    name: name.into(),
+                    path: "data".into(),
+                    description: String::new(),
+                },
+                &self.import_root,
+            )
+            .await
+            .expect("register the dataset")
+            .0
+    }
+}
